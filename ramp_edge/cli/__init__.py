@@ -1,0 +1,108 @@
+"""The `ramp-edge` command: a click group over lazily imported subcommands.
+
+Each subcommand lives in `ramp_edge/cli/<name>.py` and is imported only when invoked, so
+`ramp-edge --help` stays fast and never loads torch, llama_cpp or paramiko. This module is
+the one place that maps RampEdgeError to exit codes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from ramp_edge import __version__
+from ramp_edge.errors import RampEdgeError
+
+# command name -> "module:attribute"
+LAZY_COMMANDS: dict[str, str] = {
+    "models": "ramp_edge.cli.models:models",
+    "inspect": "ramp_edge.cli.inspect:inspect_cmd",
+    "export": "ramp_edge.cli.export:export",
+    "eval": "ramp_edge.cli.eval:eval_group",
+    "deploy": "ramp_edge.cli.deploy:deploy",
+    "devices": "ramp_edge.cli.devices:devices",
+    "budget": "ramp_edge.cli.budget:budget",
+    "profile": "ramp_edge.cli.profile:profile",
+    "allocate": "ramp_edge.cli.allocate:allocate",
+    "features": "ramp_edge.cli.features:features",
+    "train": "ramp_edge.cli.train:train",
+    "fleet": "ramp_edge.cli.fleet:fleet",
+    "results": "ramp_edge.cli.results:results",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        for name, target in LAZY_COMMANDS.items():
+            module = target.split(":")[0]
+            if importlib.util.find_spec(module) is not None:
+                names.add(name)
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            module_name, attr = LAZY_COMMANDS[cmd_name].split(":")
+            if importlib.util.find_spec(module_name) is None:
+                return None
+            return getattr(importlib.import_module(module_name), attr)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ramp-edge")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging on stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars, warnings only.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, quiet: bool, debug: bool) -> None:
+    """ramp-edge: put quantized LLMs on edge devices.
+
+    Give every weight tensor its own GGUF quantization type under a size budget
+    (RAMP), export a standard GGUF that stock llama.cpp runs, measure it, and
+    deploy it to devices.
+
+    \b
+    Example:
+      ramp-edge deploy --device localhost
+      ramp-edge export smollm2-135m --recipe Q4_K_M --out smol.gguf
+    """
+    from ramp_edge.ui import setup_logging
+
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    setup_logging(verbose=verbose, quiet=quiet)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the group, turning RampEdgeError into a one-line message and exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(
+        os.environ.get("RAMP_EDGE_DEBUG")
+    )
+    try:
+        cli.main(args=argv, prog_name="ramp-edge", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        raise SystemExit(130) from None
+    except click.ClickException as err:
+        err.show()
+        raise SystemExit(err.exit_code) from None
+    except RampEdgeError as err:
+        if debug:
+            raise
+        click.echo(f"Error: {err}", err=True)
+        raise SystemExit(err.exit_code) from None
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        raise SystemExit(130) from None
+    except OSError as err:
+        if debug:
+            raise
+        click.echo(f"Error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), err=True)
+        raise SystemExit(1) from None
+    except MemoryError:
+        click.echo("Error: out of memory", err=True)
+        raise SystemExit(1) from None

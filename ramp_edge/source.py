@@ -1,0 +1,160 @@
+"""Read a model's weights and metadata, whatever the container (GGUF now, HF directory below).
+
+Tensors are addressed by their GGUF names (`blk.3.ffn_down.weight`) and shapes are ggml
+shapes (ne0 = row length first), the convention of llama.cpp, gguf-py and the recipes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ramp_edge.errors import ArtifactError
+from ramp_edge.models import ModelInfo, ResolvedModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One tensor of the source model."""
+
+    name: str
+    shape: tuple[int, ...]  # ggml order: shape[0] is the row length
+    source_type: str  # ggml type name in the source file
+
+    @property
+    def n_params(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def row_length(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n_rows(self) -> int:
+        return self.n_params // self.shape[0]
+
+
+@dataclass(frozen=True, slots=True)
+class KVField:
+    key: str
+    value: Any
+    vtype: Any  # gguf.GGUFValueType
+    sub_type: Any | None
+
+
+class GGUFSource:
+    """A GGUF file opened read-only (memory-mapped)."""
+
+    def __init__(self, model: ResolvedModel):
+        from gguf import GGUFReader
+
+        self.model = model
+        self.path = Path(model.path)
+        try:
+            self._reader = GGUFReader(self.path, "r")
+        except Exception as err:  # gguf raises ValueError/struct.error/IndexError on bad bytes
+            raise ArtifactError(f"{self.path} is not a readable GGUF file ({err})") from None
+        self._tensors = {t.name: t for t in self._reader.tensors}
+        expected_end = max(
+            (int(t.data_offset) + int(t.n_bytes) for t in self._reader.tensors), default=0
+        )
+        if expected_end > self.path.stat().st_size:
+            raise ArtifactError(f"{self.path} is truncated ({self.path.stat().st_size} bytes, needs {expected_end})")
+
+    @cached_property
+    def specs(self) -> list[TensorSpec]:
+        return [
+            TensorSpec(t.name, tuple(int(x) for x in t.shape), t.tensor_type.name)
+            for t in self._reader.tensors
+        ]
+
+    def spec(self, name: str) -> TensorSpec:
+        for s in self.specs:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def field(self, key: str, default: Any = None) -> Any:
+        f = self._reader.fields.get(key)
+        return default if f is None else f.contents()
+
+    @cached_property
+    def arch(self) -> str:
+        arch = self.field("general.architecture")
+        if not arch:
+            raise ArtifactError(f"{self.path} has no general.architecture")
+        return str(arch)
+
+    @cached_property
+    def alignment(self) -> int:
+        return int(self.field("general.alignment", 32))
+
+    def kv_fields(self) -> list[KVField]:
+        """Every metadata field to carry into an exported file (not the GGUF.* header fields)."""
+        from gguf import GGUFValueType
+
+        out = []
+        for f in self._reader.fields.values():
+            if f.name.startswith("GGUF.") or f.name == "general.architecture":
+                continue
+            vtype = f.types[0]
+            sub = f.types[-1] if vtype == GGUFValueType.ARRAY else None
+            out.append(KVField(f.name, f.contents(), vtype, sub))
+        return out
+
+    def raw(self, name: str) -> tuple[np.ndarray, str]:
+        """The tensor's stored bytes/values as the file holds them, and its type name."""
+        t = self._tensors[name]
+        return t.data, t.tensor_type.name
+
+    def tensor(self, name: str) -> np.ndarray:
+        """Dequantized float32 values, numpy shape = reversed ggml shape (rows, row_length)."""
+        from gguf.quants import dequantize
+
+        t = self._tensors[name]
+        values = dequantize(t.data, t.tensor_type)
+        shape = tuple(int(x) for x in reversed(t.shape))
+        return np.asarray(values, dtype=np.float32).reshape(shape)
+
+    @cached_property
+    def info(self) -> ModelInfo:
+        a = self.arch
+        n_embd = int(self.field(f"{a}.embedding_length", 0))
+        n_head = int(self.field(f"{a}.attention.head_count", 1))
+        n_ff = self.field(f"{a}.feed_forward_length", 0)
+        n_head_kv = self.field(f"{a}.attention.head_count_kv", n_head)
+        # per-layer arrays exist in some archs; the first entry is representative
+        if isinstance(n_ff, list):
+            n_ff = n_ff[0]
+        if isinstance(n_head_kv, list):
+            n_head_kv = n_head_kv[0]
+        head_dim = int(self.field(f"{a}.attention.key_length", n_embd // max(1, n_head)))
+        tokens = self._reader.fields.get("tokenizer.ggml.tokens")
+        return ModelInfo(
+            arch=a,
+            n_layer=int(self.field(f"{a}.block_count", 0)),
+            n_embd=n_embd,
+            n_ff=int(n_ff),
+            n_head=n_head,
+            n_head_kv=int(n_head_kv),
+            head_dim=head_dim,
+            n_ctx_train=int(self.field(f"{a}.context_length", 0)),
+            n_vocab=len(tokens.data) if tokens is not None else 0,
+            n_params=sum(s.n_params for s in self.specs),
+        )
+
+
+def open_source(model: ResolvedModel) -> GGUFSource:
+    """Open a resolved model for reading (GGUF; HF directories via ramp_edge.hf_source)."""
+    if model.kind == "gguf":
+        return GGUFSource(model)
+    from ramp_edge.hf_source import HFSource
+
+    return HFSource(model)  # type: ignore[return-value]
