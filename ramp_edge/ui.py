@@ -37,6 +37,8 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
         force=True,
     )
+    # gguf-py announces every file it writes at INFO; that is noise for our users.
+    logging.getLogger("gguf").setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager

@@ -51,6 +51,26 @@ class LazyGroup(click.Group):
             return getattr(importlib.import_module(module_name), attr)
         return super().get_command(ctx, cmd_name)
 
+    def invoke(self, ctx: click.Context):
+        """The one place that turns expected failures into a one-line message and an exit code."""
+        debug = "--debug" in sys.argv or bool(os.environ.get("RAMP_EDGE_DEBUG"))
+        try:
+            return super().invoke(ctx)
+        except RampEdgeError as err:
+            if debug:
+                raise
+            click.echo(f"Error: {err}", err=True)
+            ctx.exit(err.exit_code)
+        except MemoryError:
+            click.echo("Error: out of memory", err=True)
+            ctx.exit(1)
+        except OSError as err:
+            if debug:
+                raise
+            where = f": {err.filename}" if err.filename else ""
+            click.echo(f"Error: {err.strerror or err}{where}", err=True)
+            ctx.exit(1)
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ramp-edge")
@@ -78,31 +98,5 @@ def cli(ctx: click.Context, verbose: bool, quiet: bool, debug: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the group, turning RampEdgeError into a one-line message and exit code."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or bool(
-        os.environ.get("RAMP_EDGE_DEBUG")
-    )
-    try:
-        cli.main(args=argv, prog_name="ramp-edge", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        raise SystemExit(130) from None
-    except click.ClickException as err:
-        err.show()
-        raise SystemExit(err.exit_code) from None
-    except RampEdgeError as err:
-        if debug:
-            raise
-        click.echo(f"Error: {err}", err=True)
-        raise SystemExit(err.exit_code) from None
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        raise SystemExit(130) from None
-    except OSError as err:
-        if debug:
-            raise
-        click.echo(f"Error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), err=True)
-        raise SystemExit(1) from None
-    except MemoryError:
-        click.echo("Error: out of memory", err=True)
-        raise SystemExit(1) from None
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="ramp-edge")

@@ -1,0 +1,32 @@
+"""Helpers shared by the CLI commands: JSON output, tables, model opening."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def json_option(func):
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")(func)
+
+
+def open_model(ref: str):
+    """Resolve a model reference and open it (downloads built-in models on first use)."""
+    from ramp_edge.models import resolve
+    from ramp_edge.source import open_source
+
+    return open_source(resolve(ref))
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GiB"

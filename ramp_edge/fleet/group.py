@@ -1,0 +1,203 @@
+"""Fan a fleet operation out over hosts with bounded parallelism and per-host failure isolation.
+
+A fleet operation is a function ``(Connection) -> T``. `run_on_hosts` opens one connection per
+host in a worker thread (at most `forks` at once), calls the function, and collects a
+`HostOutcome` per host: the value, or the error that stopped that host. One dead host never
+stops the others. `on_done` runs in the calling thread as each host finishes, so a caller can
+commit that host's result to SQLite at once (a crash later keeps every finished result).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from ramp_edge.errors import RampEdgeError, RemoteError
+from ramp_edge.fleet.inventory import Host
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+StatusFn = Callable[[str, str], None]  # (host name, status text)
+
+
+@dataclass(frozen=True, slots=True)
+class HostOutcome(Generic[T]):
+    """What happened on one host: `value` when ok, else `error` (one line) and its type."""
+
+    host: str
+    ok: bool
+    value: T | None = None
+    error: str | None = None
+    error_type: str | None = None
+    exit_code: int | None = None
+    duration_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.ok and not self.error:
+            raise ValueError(f"failed outcome for {self.host} needs an error")
+
+    def to_dict(self) -> dict[str, Any]:
+        value = self.value
+        if hasattr(value, "to_dict"):
+            value = value.to_dict()  # type: ignore[union-attr]
+        return {
+            "host": self.host,
+            "ok": self.ok,
+            "value": value,
+            "error": self.error,
+            "error_type": self.error_type,
+            "exit_code": self.exit_code,
+            "duration_s": round(self.duration_s, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FleetResult(Generic[T]):
+    """Per-host outcomes in inventory order."""
+
+    outcomes: tuple[HostOutcome[T], ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes)
+
+    @property
+    def succeeded(self) -> tuple[HostOutcome[T], ...]:
+        return tuple(o for o in self.outcomes if o.ok)
+
+    @property
+    def failed(self) -> tuple[HostOutcome[T], ...]:
+        return tuple(o for o in self.outcomes if not o.ok)
+
+    def __getitem__(self, host: str) -> HostOutcome[T]:
+        for outcome in self.outcomes:
+            if outcome.host == host:
+                return outcome
+        raise KeyError(host)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "hosts": [o.to_dict() for o in self.outcomes]}
+
+    def raise_on_failure(self) -> FleetResult[T]:
+        if not self.ok:
+            raise FleetError(self)
+        return self
+
+
+class FleetError(RemoteError):
+    """Some hosts failed; `result` holds every host's outcome, successes included."""
+
+    def __init__(self, result: FleetResult[Any]) -> None:
+        failed = result.failed
+        names = ", ".join(f"{o.host} ({o.error})" for o in failed[:3])
+        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+        super().__init__(
+            f"{len(failed)} of {len(result.outcomes)} hosts failed: {names}{more}"
+        )
+        self.result = result
+
+
+def connect_host(host: Host, **options: Any) -> Any:
+    """A fleet.ssh.Connection for an inventory host (paramiko is imported here, lazily)."""
+    from ramp_edge.fleet.ssh import Connection
+
+    conn = Connection(
+        host.address,
+        port=host.port,
+        user=host.user,
+        key_filename=host.key_file,
+        name=host.name,
+        python=host.python,
+        **options,
+    )
+    conn.host = host  # type: ignore[attr-defined]
+    return conn
+
+
+def _describe(err: BaseException) -> tuple[str, str, int | None]:
+    if isinstance(err, RampEdgeError):
+        return str(err), type(err).__name__, err.exit_code
+    return f"{type(err).__name__}: {err}", type(err).__name__, None
+
+
+def run_on_hosts(
+    hosts: Sequence[Host],
+    fn: Callable[[Any], T],
+    *,
+    forks: int = 5,
+    connect: Callable[[Host], Any] | None = None,
+    on_done: Callable[[Host, HostOutcome[T]], None] | None = None,
+    on_status: StatusFn | None = None,
+) -> FleetResult[T]:
+    """Run `fn(connection)` on every host, at most `forks` at a time.
+
+    Args:
+        hosts: inventory hosts, in the order the result should list them.
+        fn: the operation; gets an opened connection (with `.host` set to the Host).
+        forks: maximum hosts in flight (Ansible's --forks).
+        connect: Host -> connection; default `connect_host` with default options.
+        on_done: called in this thread with each host's outcome as soon as it finishes.
+        on_status: (host, text) status updates for a live view; may be called from workers.
+
+    Returns:
+        FleetResult with one outcome per host. Exceptions from `fn` or the connection become
+        failed outcomes; only KeyboardInterrupt propagates (finished hosts were already passed
+        to `on_done`).
+    """
+    if forks < 1:
+        raise ValueError(f"forks must be >= 1, got {forks}")
+    names = [h.name for h in hosts]
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate host names")
+    connect = connect or connect_host
+    status = on_status or (lambda host, text: None)
+
+    def work(host: Host) -> HostOutcome[T]:
+        start = time.monotonic()
+        conn = None
+        try:
+            status(host.name, "connecting")
+            conn = connect(host)
+            if hasattr(conn, "open"):
+                conn.open()
+            value = fn(conn)
+            return HostOutcome(host.name, True, value, duration_s=time.monotonic() - start)
+        except Exception as err:  # every failure is this host's, never the fleet's
+            message, kind, code = _describe(err)
+            logger.debug("%s failed", host.name, exc_info=True)
+            return HostOutcome(
+                host.name, False, None, message, kind, code, time.monotonic() - start
+            )
+        finally:
+            if conn is not None and hasattr(conn, "close"):
+                try:
+                    conn.close()
+                except Exception:  # closing a dead link must not mask the result
+                    logger.debug("%s: close failed", host.name, exc_info=True)
+
+    outcomes: dict[str, HostOutcome[T]] = {}
+    pool = cf.ThreadPoolExecutor(max_workers=min(forks, max(1, len(hosts))), thread_name_prefix="fleet")
+    try:
+        futures = {pool.submit(work, host): host for host in hosts}
+        for future in cf.as_completed(futures):
+            host = futures[future]
+            outcome = future.result()
+            outcomes[host.name] = outcome
+            status(host.name, "done" if outcome.ok else f"failed: {outcome.error}")
+            if outcome.ok:
+                logger.info("%s: done in %.1f s", host.name, outcome.duration_s)
+            else:
+                logger.warning("%s: %s", host.name, outcome.error)
+            if on_done is not None:
+                on_done(host, outcome)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return FleetResult(tuple(outcomes[name] for name in names))

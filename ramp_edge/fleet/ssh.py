@@ -1,0 +1,1017 @@
+"""SSH transport: a paramiko `Connection` with verified, resumable pushes, and a `LocalConnection`.
+
+Both expose the same small interface the bench harness needs:
+
+    run(argv, *, cwd=None, timeout=None, check=True, on_line=None) -> RunResult
+    put(local, remote, *, progress=None) -> PushResult
+    remote_sha256(path, nbytes=None) -> str | None
+    close()
+
+Safety defaults follow OpenSSH: ~/.ssh/config and ~/.ssh/known_hosts are honoured, an unknown
+host key is refused unless `trust_new_host=True`, and a changed host key is always refused.
+Remote commands are built from argument lists with `shlex.quote`, never by pasting strings.
+
+A dead link must fail in seconds, not hang (see shared/research/ssh-testing.md §6): the socket
+gets TCP_USER_TIMEOUT and TCP keepalive, and a watchdog sends an SSH keepalive request
+(`keepalive@openssh.com`, like ServerAliveInterval) every few seconds. When neither a reply nor
+any data arrives for `stall_timeout` seconds, the watchdog shuts the socket down, which
+unblocks every paramiko call stuck on it, and the operation raises `LinkStalledError`.
+
+Push protocol: upload to `<remote>.partial`; when a partial exists, hash its prefix remotely and
+continue from its size if the prefix matches the local file; hash the full file remotely
+(`sha256sum`, or a python3 one-liner), then rename it into place atomically
+(posix-rename@openssh.com). A remote file with the same sha256 is not uploaded again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import select
+import shlex
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import paramiko
+
+from ramp_edge.errors import ArtifactError, ConfigError, RemoteError
+from ramp_edge.fsutil import sha256_file
+
+logger = logging.getLogger(__name__)
+
+# (bytes done, bytes total, description)
+ProgressFn = Callable[[float, float, str], None]
+LineFn = Callable[[str], None]
+
+CHUNK_BYTES = 1 << 20
+# OpenSSH's sftp-server accepts requests up to 256 KiB (SFTP_MAX_MSG_LENGTH) including the
+# header; 255 KiB data per write measured as fast or faster than paramiko's 32 KiB default.
+SFTP_REQUEST_BYTES = 255 * 1024
+
+
+class HostKeyError(RemoteError):
+    """The server's host key is unknown (and not trusted) or differs from known_hosts."""
+
+
+class LinkStalledError(RemoteError):
+    """Nothing came back from the host for `stall_timeout` seconds."""
+
+
+class RemoteCommandError(RemoteError):
+    """A remote command exited non-zero; `result` holds its output."""
+
+    def __init__(self, message: str, result: RunResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """One remote command. `exit_code` is None when the server reported no status (a signal)."""
+
+    argv: tuple[str, ...]
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    @property
+    def killed(self) -> bool:
+        """Killed by SIGKILL (the kernel's OOM killer sends it): 137 via `sh`, or no status."""
+        return self.exit_code in (None, 137)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "argv": list(self.argv),
+            "exit_code": self.exit_code,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "duration_s": self.duration_s,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """One verified upload (or a skip because the same bytes were already there)."""
+
+    local_path: str
+    remote_path: str
+    size_bytes: int
+    sha256: str
+    bytes_sent: int
+    resumed_from: int
+    skipped: bool
+    duration_s: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.resumed_from <= self.size_bytes:
+            raise ValueError(f"resumed_from {self.resumed_from} outside 0..{self.size_bytes}")
+
+    @property
+    def throughput_bytes_per_s(self) -> float:
+        return self.bytes_sent / self.duration_s if self.duration_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "local_path": self.local_path,
+            "remote_path": self.remote_path,
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "bytes_sent": self.bytes_sent,
+            "resumed_from": self.resumed_from,
+            "skipped": self.skipped,
+            "duration_s": self.duration_s,
+        }
+
+
+# --------------------------------------------------------------------------- quoting
+
+
+def quote_path(path: str) -> str:
+    """Shell-quote a remote path, leaving a leading `~/` unquoted so the remote shell expands it."""
+    if path == "~":
+        return "~"
+    if path.startswith("~/"):
+        return "~/" + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+def build_command(
+    argv: Sequence[str], cwd: str | None = None, env: dict[str, str] | None = None
+) -> str:
+    """A POSIX shell command line from an argument list; nothing is interpreted by the shell.
+
+    `; exit $?` stops the remote shell from exec-ing the last command, so a process killed by a
+    signal (SIGKILL from the OOM killer) is reported as 128+signal (137) instead of an
+    exit-signal that paramiko drops (research §7).
+    """
+    if not argv:
+        raise ValueError("empty argv")
+    parts = []
+    if cwd:
+        parts.append(f"cd {quote_path(cwd)} &&")
+    if env:
+        parts.append("env " + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items()))
+    parts.append(" ".join(shlex.quote(str(a)) for a in argv))
+    return " ".join(parts) + "; exit $?"
+
+
+def sha256_prefix(path: str | os.PathLike[str], nbytes: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        left = nbytes
+        while left > 0:
+            block = handle.read(min(CHUNK_BYTES, left))
+            if not block:
+                break
+            digest.update(block)
+            left -= len(block)
+    return digest.hexdigest()
+
+
+_PY_SHA = (
+    "import hashlib,sys\n"
+    "h=hashlib.sha256();n=int(sys.argv[2]);f=open(sys.argv[1],'rb')\n"
+    "while n!=0:\n"
+    " b=f.read(1<<20 if n<0 else min(n,1<<20))\n"
+    " if not b:break\n"
+    " h.update(b);n-=len(b) if n>0 else 0\n"
+    "print(h.hexdigest())"
+)
+
+
+def sha256_command(path: str, nbytes: int | None = None, python: str = "python3") -> str:
+    """Shell text printing the sha256 of `path` (or its first `nbytes`): sha256sum, else python."""
+    qp = quote_path(path)
+    n = -1 if nbytes is None else int(nbytes)
+    tool = f"sha256sum -- {qp}" if nbytes is None else f"head -c {n} -- {qp} | sha256sum"
+    fallback = f"{shlex.quote(python)} -c {shlex.quote(_PY_SHA)} {qp} {n}"
+    return (
+        f"if command -v sha256sum >/dev/null 2>&1 && command -v head >/dev/null 2>&1; "
+        f"then {tool}; else {fallback}; fi"
+    )
+
+
+def _parse_sha(text: str) -> str | None:
+    token = text.strip().split()[0] if text.strip() else ""
+    if len(token) == 64 and all(c in "0123456789abcdef" for c in token):
+        return token
+    return None
+
+
+# --------------------------------------------------------------------------- watchdog
+
+
+class _Watchdog:
+    """Fail a stalled link: SSH keepalive requests + a deadline; shut the socket down on expiry."""
+
+    def __init__(
+        self,
+        transport: paramiko.Transport,
+        sock: socket.socket | None,
+        stall_timeout: float,
+        interval: float,
+        label: str,
+    ) -> None:
+        self.transport = transport
+        self.sock = sock
+        self.stall_timeout = stall_timeout
+        self.interval = interval
+        self.label = label
+        self.last_alive = time.monotonic()
+        self.stalled = False
+        self._stop = threading.Event()
+        self._pinger = threading.Thread(target=self._ping, name=f"ssh-ping {label}", daemon=True)
+        self._guard = threading.Thread(target=self._watch, name=f"ssh-watch {label}", daemon=True)
+
+    def start(self) -> None:
+        self._pinger.start()
+        self._guard.start()
+
+    def alive(self) -> None:
+        self.last_alive = time.monotonic()
+
+    def _ping(self) -> None:
+        while not self._stop.wait(self.interval):
+            if not self.transport.is_active():
+                return
+            try:
+                # want_reply=True: OpenSSH answers REQUEST_FAILURE, which proves the link works.
+                self.transport.global_request("keepalive@openssh.com", wait=True)
+            except Exception:  # the transport died; the guard or the caller reports it
+                return
+            if self.transport.is_active():
+                self.alive()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.25):
+            if not self.transport.is_active():
+                return
+            silent = time.monotonic() - self.last_alive
+            if silent > self.stall_timeout:
+                self.stalled = True
+                logger.warning(
+                    "%s: no reply for %.0f s; closing the connection", self.label, silent
+                )
+                if self.sock is not None:
+                    with contextlib.suppress(OSError):
+                        self.sock.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(Exception):
+                    self.transport.close()
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _tcp_socket(host: str, port: int, connect_timeout: float, user_timeout_s: float) -> socket.socket:
+    """A connected TCP socket whose unacknowledged data or silence fails in seconds (Linux)."""
+    try:
+        sock = socket.create_connection((host, port), timeout=connect_timeout)
+    except TimeoutError:
+        raise RemoteError(
+            f"cannot reach {host}:{port}: connection timed out after {connect_timeout:.0f} s"
+        ) from None
+    except OSError as err:
+        raise RemoteError(f"cannot reach {host}:{port}: {err.strerror or err}") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_USER_TIMEOUT", int(user_timeout_s * 1000)),
+        ("TCP_KEEPIDLE", 5),
+        ("TCP_KEEPINTVL", 2),
+        ("TCP_KEEPCNT", 3),
+    ):
+        if hasattr(socket, name):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    return sock
+
+
+class _TrustNewHost(paramiko.MissingHostKeyPolicy):
+    """Accept an unknown key once and save it (only when the user said --trust-new-host)."""
+
+    def __init__(self, known_hosts: Path) -> None:
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        client.save_host_keys(str(self.known_hosts))
+        logger.warning(
+            "trusting new host key for %s: %s %s (saved to %s)",
+            hostname,
+            key.get_name(),
+            key.fingerprint,
+            self.known_hosts,
+        )
+
+
+class _RefuseUnknownHost(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise HostKeyError(
+            f"host key for {hostname} is not in known_hosts ({key.get_name()} {key.fingerprint}); "
+            "check the fingerprint and rerun with --trust-new-host, or add it with ssh-keyscan"
+        )
+
+
+# --------------------------------------------------------------------------- Connection
+
+
+@dataclass(slots=True)
+class _Resolved:
+    hostname: str
+    port: int
+    user: str
+    key_files: list[str] = field(default_factory=list)
+    known_hosts: list[Path] = field(default_factory=list)
+    proxy_command: str | None = None
+
+
+class Connection:
+    """One SSH connection to a device. Not thread-safe: use one per thread (fleet.group does).
+
+    Args:
+        host: address or ~/.ssh/config alias.
+        port, user, key_filename: override ~/.ssh/config (inventory values win, like Ansible).
+        name: label for logs and errors (the inventory host name); defaults to `host`.
+        known_hosts: known_hosts files to trust; default the config's UserKnownHostsFile or
+            ~/.ssh/known_hosts (plus /etc/ssh/ssh_known_hosts). New keys are saved to the first.
+        ssh_config: path of an ssh config; None: ~/.ssh/config if present; False: none.
+        trust_new_host: accept and save an unknown host key (a changed key is still refused).
+        allow_agent, look_for_keys: use ssh-agent and ~/.ssh/id_* keys.
+        connect_timeout: seconds for TCP connect, banner and authentication.
+        stall_timeout: seconds without any reply before an operation fails with LinkStalledError.
+        keepalive_s: seconds between SSH keepalive requests.
+        python: the remote Python interpreter for the agent (None: harness decides).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        port: int | None = None,
+        user: str | None = None,
+        key_filename: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+        known_hosts: Sequence[str | os.PathLike[str]] | None = None,
+        ssh_config: str | os.PathLike[str] | bool | None = None,
+        trust_new_host: bool = False,
+        allow_agent: bool = True,
+        look_for_keys: bool = True,
+        connect_timeout: float = 10.0,
+        stall_timeout: float = 15.0,
+        keepalive_s: float = 3.0,
+        python: str | None = None,
+    ) -> None:
+        self.name = name or host
+        self.python = python
+        self.trust_new_host = trust_new_host
+        self.allow_agent = allow_agent
+        self.look_for_keys = look_for_keys
+        self.connect_timeout = connect_timeout
+        self.stall_timeout = stall_timeout
+        self.keepalive_s = keepalive_s
+        self._resolved = self._resolve(host, port, user, key_filename, known_hosts, ssh_config)
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._sock: socket.socket | None = None
+        self._watchdog: _Watchdog | None = None
+
+    # -- configuration
+
+    @staticmethod
+    def _resolve(
+        host: str,
+        port: int | None,
+        user: str | None,
+        key_filename: str | os.PathLike[str] | None,
+        known_hosts: Sequence[str | os.PathLike[str]] | None,
+        ssh_config: str | os.PathLike[str] | bool | None,
+    ) -> _Resolved:
+        cfg: dict[str, object] = {}
+        if ssh_config is not False:
+            path = Path(ssh_config) if isinstance(ssh_config, (str, os.PathLike)) else None
+            path = path or Path.home() / ".ssh" / "config"
+            if path.is_file():
+                try:
+                    cfg = dict(paramiko.SSHConfig.from_path(str(path)).lookup(host))
+                except Exception as err:  # paramiko raises several types for bad configs
+                    raise ConfigError(f"cannot read ssh config {path}: {err}") from None
+            elif ssh_config not in (None, True):
+                raise ConfigError(f"ssh config not found: {path}")
+        hostname = str(cfg.get("hostname", host))
+        resolved_port = int(port or cfg.get("port", 22))
+        resolved_user = user or str(cfg.get("user") or _local_user())
+        keys: list[str] = []
+        if key_filename:
+            key = Path(key_filename).expanduser()
+            if not key.is_file():
+                raise ConfigError(f"private key file not found: {key}")
+            keys.append(str(key))
+        for item in cfg.get("identityfile", []) or []:  # type: ignore[union-attr]
+            path = Path(str(item)).expanduser()
+            if path.is_file() and str(path) not in keys:
+                keys.append(str(path))
+        if known_hosts is not None:
+            kh = [Path(p).expanduser() for p in known_hosts]
+        elif cfg.get("userknownhostsfile"):
+            kh = [Path(p).expanduser() for p in str(cfg["userknownhostsfile"]).split()]
+        else:
+            kh = [Path.home() / ".ssh" / "known_hosts"]
+        proxy = cfg.get("proxycommand")
+        return _Resolved(
+            hostname=hostname,
+            port=resolved_port,
+            user=resolved_user,
+            key_files=keys,
+            known_hosts=kh,
+            proxy_command=str(proxy) if proxy and str(proxy).lower() != "none" else None,
+        )
+
+    @property
+    def hostname(self) -> str:
+        return self._resolved.hostname
+
+    @property
+    def port(self) -> int:
+        return self._resolved.port
+
+    @property
+    def user(self) -> str:
+        return self._resolved.user
+
+    @property
+    def address(self) -> str:
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"Connection({self.name!r}, {self.address})"
+
+    # -- connect / close
+
+    def open(self) -> Connection:
+        """Connect and authenticate (idempotent). Raises RemoteError / HostKeyError."""
+        if self._client is not None and self._client.get_transport() is not None:
+            transport = self._client.get_transport()
+            if transport is not None and transport.is_active():
+                return self
+        self.close()
+        r = self._resolved
+        client = paramiko.SSHClient()
+        user_kh = r.known_hosts[0]
+        if user_kh.is_file():
+            try:
+                client.load_host_keys(str(user_kh))
+            except Exception as err:
+                raise ConfigError(f"cannot read known_hosts {user_kh}: {err}") from None
+        for extra in r.known_hosts[1:]:
+            if extra.is_file():
+                client.load_system_host_keys(str(extra))
+        system_kh = Path("/etc/ssh/ssh_known_hosts")
+        if system_kh.is_file():
+            with contextlib.suppress(Exception):
+                client.load_system_host_keys(str(system_kh))
+        client.set_missing_host_key_policy(
+            _TrustNewHost(user_kh) if self.trust_new_host else _RefuseUnknownHost()
+        )
+        if r.proxy_command:
+            sock: socket.socket | paramiko.ProxyCommand = paramiko.ProxyCommand(r.proxy_command)
+            raw = None
+        else:
+            raw = _tcp_socket(r.hostname, r.port, self.connect_timeout, self.stall_timeout)
+            sock = raw
+        try:
+            client.connect(
+                r.hostname,
+                port=r.port,
+                username=r.user,
+                key_filename=r.key_files or None,
+                allow_agent=self.allow_agent,
+                look_for_keys=self.look_for_keys,
+                timeout=self.connect_timeout,
+                banner_timeout=self.connect_timeout,
+                auth_timeout=self.connect_timeout,
+                channel_timeout=self.connect_timeout,
+                sock=sock,  # type: ignore[arg-type]
+            )
+        except HostKeyError:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as err:
+            client.close()
+            target = r.hostname if r.port == 22 else f"[{r.hostname}]:{r.port}"
+            raise HostKeyError(
+                f"host key for {target} has CHANGED (known_hosts has "
+                f"{err.expected_key.get_name()} {err.expected_key.fingerprint}, the server sent "
+                f"{err.key.fingerprint}); this may be an attack. If the device was reinstalled, "
+                f"remove the old key: ssh-keygen -R '{target}'"
+            ) from None
+        except paramiko.PasswordRequiredException:
+            client.close()
+            raise RemoteError(
+                f"{self.name}: private key {', '.join(r.key_files)} is encrypted; "
+                "add it to ssh-agent (ssh-add) first"
+            ) from None
+        except paramiko.AuthenticationException as err:
+            client.close()
+            tried = ", ".join(r.key_files) or "default keys"
+            raise RemoteError(
+                f"{self.name}: authentication failed for {self.address} ({err}); tried {tried}"
+                f"{' and ssh-agent' if self.allow_agent else ''}"
+            ) from None
+        except (paramiko.SSHException, EOFError, OSError) as err:
+            client.close()
+            raise RemoteError(f"{self.name}: SSH connection to {self.address} failed: {err}") from None
+        transport = client.get_transport()
+        assert transport is not None
+        self._client = client
+        self._sock = raw
+        self._watchdog = _Watchdog(
+            transport, raw, self.stall_timeout, self.keepalive_s, self.name
+        )
+        self._watchdog.start()
+        logger.debug("%s: connected to %s", self.name, self.address)
+        return self
+
+    def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):
+                self._sftp.close()
+            self._sftp = None
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
+        self._sock = None
+
+    def __enter__(self) -> Connection:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _transport(self) -> paramiko.Transport:
+        self.open()
+        assert self._client is not None
+        transport = self._client.get_transport()
+        assert transport is not None
+        return transport
+
+    def _alive(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.alive()
+
+    def _lost(self, err: BaseException, doing: str) -> RemoteError:
+        """Turn a paramiko/socket failure into a RemoteError that says why."""
+        stalled = self._watchdog is not None and self._watchdog.stalled
+        self.close()
+        if stalled:
+            return LinkStalledError(
+                f"{self.name}: link stalled while {doing}: no reply from {self.address} for "
+                f"{self.stall_timeout:.0f} s (network down or device frozen)"
+            )
+        detail = str(err) or type(err).__name__
+        return RemoteError(f"{self.name}: connection lost while {doing}: {detail}")
+
+    # -- commands
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+        on_line: LineFn | None = None,
+    ) -> RunResult:
+        """Run argv on the device (quoted, never shell-interpreted) and collect its output.
+
+        Args:
+            on_line: called with each complete stdout line as it arrives (agent progress).
+            timeout: overall seconds; None waits as long as the link is alive.
+            check: raise RemoteCommandError on a non-zero exit.
+        """
+        command = build_command(argv, cwd=cwd, env=env)
+        return self._exec(tuple(str(a) for a in argv), command, timeout, check, on_line)
+
+    def run_shell(self, command: str, *, timeout: float | None = None, check: bool = True) -> RunResult:
+        """Run a shell snippet built by this module (not for user input)."""
+        return self._exec(("sh", "-c", command), command, timeout, check, None)
+
+    def _exec(
+        self,
+        argv: tuple[str, ...],
+        command: str,
+        timeout: float | None,
+        check: bool,
+        on_line: LineFn | None,
+    ) -> RunResult:
+        transport = self._transport()
+        start = time.monotonic()
+        out = bytearray()
+        err = bytearray()
+        pending = b""
+        try:
+            channel = transport.open_session(timeout=self.connect_timeout)
+            channel.exec_command(command)
+            channel.shutdown_write()
+            fileno = channel.fileno()
+            while True:
+                got = False
+                if channel.recv_ready():
+                    data = channel.recv(65536)
+                    got = True
+                    out += data
+                    if on_line is not None:
+                        pending += data
+                        *lines, pending = pending.split(b"\n")
+                        for line in lines:
+                            on_line(line.decode("utf-8", "replace"))
+                if channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                    got = True
+                if got:
+                    self._alive()
+                    continue
+                if channel.exit_status_ready() or channel.closed:
+                    if not channel.recv_ready() and not channel.recv_stderr_ready():
+                        break
+                    continue
+                if not transport.is_active():
+                    raise EOFError("transport closed")
+                if timeout is not None and time.monotonic() - start > timeout:
+                    channel.close()
+                    raise RemoteError(
+                        f"{self.name}: command timed out after {timeout:.0f} s: {' '.join(argv)}"
+                    )
+                select.select([fileno], [], [], 0.05)
+            status = channel.recv_exit_status()
+            channel.close()
+        except RemoteError:
+            raise
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._lost(exc, f"running {argv[0]}") from None
+        if on_line is not None and pending:
+            on_line(pending.decode("utf-8", "replace"))
+        result = RunResult(
+            argv=argv,
+            exit_code=None if status == -1 else status,
+            stdout=out.decode("utf-8", "replace"),
+            stderr=err.decode("utf-8", "replace"),
+            duration_s=time.monotonic() - start,
+        )
+        if check and not result.ok:
+            tail = result.stderr.strip().splitlines()[-1:] or ["no stderr"]
+            raise RemoteCommandError(
+                f"{self.name}: `{' '.join(argv)}` exited {result.exit_code}: {tail[0]}", result
+            )
+        return result
+
+    # -- files
+
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            try:
+                self._sftp = self._transport().open_sftp_client()
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise self._lost(exc, "opening SFTP") from None
+            assert self._sftp is not None
+        return self._sftp
+
+    @staticmethod
+    def _sftp_path(path: str) -> str:
+        """SFTP starts in the login home and does not expand `~`."""
+        if path in ("~", "~/"):
+            return "."
+        return path[2:] if path.startswith("~/") else path
+
+    def stat_size(self, path: str) -> int | None:
+        """Size of a remote file in bytes, or None when it does not exist."""
+        try:
+            return int(self.sftp().stat(self._sftp_path(path)).st_size or 0)
+        except FileNotFoundError:
+            return None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno == 2:
+                return None
+            raise self._lost(exc, f"checking {path}") from None
+
+    def makedirs(self, path: str) -> None:
+        """mkdir -p over SFTP."""
+        sftp = self.sftp()
+        current = PurePosixPath(self._sftp_path(path))
+        missing = []
+        while str(current) not in ("", ".", "/"):
+            try:
+                sftp.stat(str(current))
+                break
+            except FileNotFoundError:
+                missing.append(str(current))
+                current = current.parent
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                raise self._lost(exc, f"creating {path}") from None
+        for directory in reversed(missing):
+            with contextlib.suppress(OSError):
+                sftp.mkdir(directory)
+
+    def remove(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.sftp().remove(self._sftp_path(path))
+
+    def remote_sha256(self, path: str, nbytes: int | None = None) -> str | None:
+        """sha256 of a remote file (or of its first `nbytes`), computed on the device."""
+        result = self.run_shell(
+            sha256_command(path, nbytes, self.python or "python3"), check=False
+        )
+        return _parse_sha(result.stdout) if result.ok else None
+
+    def remote_sha256_many(self, paths: Sequence[str]) -> dict[str, str | None]:
+        """sha256 of several remote files in one round trip (None for a missing file)."""
+        if not paths:
+            return {}
+        python = self.python or "python3"
+        script = "; ".join(
+            f"printf '%s ' {i}; ({sha256_command(p, None, python)}) 2>/dev/null || echo missing"
+            for i, p in enumerate(paths)
+        )
+        result = self.run_shell(script, check=False)
+        found: dict[str, str | None] = dict.fromkeys(paths)
+        for line in result.stdout.splitlines():
+            index, _, rest = line.partition(" ")
+            if index.isdigit() and int(index) < len(paths):
+                found[paths[int(index)]] = _parse_sha(rest)
+        return found
+
+    def put(
+        self,
+        local: str | os.PathLike[str],
+        remote: str,
+        *,
+        progress: ProgressFn | None = None,
+        local_sha256: str | None = None,
+    ) -> PushResult:
+        """Upload `local` to `remote` resumably and verified; see the module docstring.
+
+        Raises:
+            RemoteError: the link failed (the partial upload stays for the next try).
+            ArtifactError: the remote hash did not match after the upload.
+        """
+        local = Path(local)
+        if not local.is_file():
+            raise ArtifactError(f"cannot push {local}: no such file")
+        start = time.monotonic()
+        size = local.stat().st_size
+        sha = local_sha256 or sha256_file(local)
+        remote_final = self._sftp_path(remote)
+        partial = remote_final + ".partial"
+        parent = str(PurePosixPath(remote_final).parent)
+        if parent not in ("", "."):
+            self.makedirs(parent)
+
+        if self.stat_size(remote_final) == size and self.remote_sha256(remote_final) == sha:
+            logger.info("%s: %s already present (sha256 matches), not uploading", self.name, remote)
+            if progress:
+                progress(size, size, "already there")
+            return PushResult(str(local), remote, size, sha, 0, 0, True, time.monotonic() - start)
+
+        offset = 0
+        have = self.stat_size(partial)
+        if have:
+            if have <= size and self.remote_sha256(partial, have) == sha256_prefix(local, have):
+                offset = have
+                logger.info("%s: resuming %s at %d of %d bytes", self.name, remote, have, size)
+            else:
+                logger.info("%s: discarding a stale partial upload of %s", self.name, remote)
+        sent = self._upload(local, partial, offset, size, progress)
+
+        remote_sha = self.remote_sha256(partial)
+        if remote_sha != sha:
+            self.remove(partial)
+            raise ArtifactError(
+                f"{self.name}: pushed {remote} but its sha256 is {remote_sha or 'unreadable'}, "
+                f"expected {sha}; the partial file was removed, push again"
+            )
+        try:
+            sftp = self.sftp()
+            try:
+                sftp.posix_rename(partial, remote_final)
+            except OSError:  # server without posix-rename@openssh.com
+                self.remove(remote_final)
+                sftp.rename(partial, remote_final)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._lost(exc, f"renaming {partial}") from None
+        return PushResult(
+            str(local), remote, size, sha, sent, offset, False, time.monotonic() - start
+        )
+
+    def _upload(
+        self, local: Path, partial: str, offset: int, size: int, progress: ProgressFn | None
+    ) -> int:
+        sent = 0
+        desc = f"push {local.name}"
+        try:
+            with self.sftp().open(partial, "r+b" if offset else "wb") as remote_file:
+                # Instance attribute: paramiko's _write chunks by self.MAX_REQUEST_SIZE.
+                remote_file.MAX_REQUEST_SIZE = SFTP_REQUEST_BYTES  # type: ignore[attr-defined]
+                remote_file.set_pipelined(True)
+                remote_file.seek(offset)
+                with open(local, "rb") as source:
+                    source.seek(offset)
+                    while block := source.read(CHUNK_BYTES):
+                        remote_file.write(block)
+                        sent += len(block)
+                        self._alive()
+                        if progress:
+                            progress(offset + sent, size, desc)
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise self._lost(exc, f"pushing {local.name} ({offset + sent} of {size} bytes)") from None
+        return sent
+
+
+def _local_user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+# --------------------------------------------------------------------------- LocalConnection
+
+
+class LocalConnection:
+    """The Connection interface on this machine, for `--device localhost` (no SSH).
+
+    Relative remote paths are relative to `root` (default: RAMP_EDGE_HOME/localhost), which
+    stands in for the device's login home.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, python: str | None = None) -> None:
+        if root is None:
+            from ramp_edge import paths
+
+            root = paths.home() / "localhost"
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.name = "localhost"
+        self.address = "localhost"
+        import sys
+
+        self.python = python or sys.executable
+
+    def __enter__(self) -> LocalConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> LocalConnection:
+        return self
+
+    def close(self) -> None:
+        return None
+
+    def _path(self, path: str) -> Path:
+        if path in ("~", "~/"):
+            return self.root
+        if path.startswith("~/"):
+            path = path[2:]
+        p = Path(path)
+        return p if p.is_absolute() else self.root / p
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+        on_line: LineFn | None = None,
+    ) -> RunResult:
+        start = time.monotonic()
+        args = [str(a) for a in argv]
+        full_env = {**os.environ, "HOME": str(self.root), **(env or {})}
+        proc = subprocess.Popen(
+            args,
+            cwd=str(self._path(cwd)) if cwd else str(self.root),
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        err_chunks: list[bytes] = []
+        reader = threading.Thread(
+            target=lambda: err_chunks.append(proc.stderr.read() if proc.stderr else b""),
+            daemon=True,
+        )
+        reader.start()
+        out_lines: list[str] = []
+        assert proc.stdout is not None
+        deadline = None if timeout is None else start + timeout
+        for raw in proc.stdout:
+            line = raw.decode("utf-8", "replace")
+            out_lines.append(line)
+            if on_line is not None:
+                on_line(line.rstrip("\n"))
+            if deadline is not None and time.monotonic() > deadline:
+                proc.kill()
+                raise RemoteError(f"localhost: command timed out after {timeout:.0f} s")
+        try:
+            rc = proc.wait(None if deadline is None else max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise RemoteError(f"localhost: command timed out after {timeout:.0f} s") from None
+        reader.join()
+        result = RunResult(
+            argv=tuple(args),
+            exit_code=128 - rc if rc < 0 else rc,  # -9 -> 137, as a shell would report it
+            stdout="".join(out_lines),
+            stderr=b"".join(err_chunks).decode("utf-8", "replace"),
+            duration_s=time.monotonic() - start,
+        )
+        if check and not result.ok:
+            tail = result.stderr.strip().splitlines()[-1:] or ["no stderr"]
+            raise RemoteCommandError(
+                f"localhost: `{' '.join(args)}` exited {result.exit_code}: {tail[0]}", result
+            )
+        return result
+
+    def stat_size(self, path: str) -> int | None:
+        p = self._path(path)
+        return p.stat().st_size if p.is_file() else None
+
+    def makedirs(self, path: str) -> None:
+        self._path(path).mkdir(parents=True, exist_ok=True)
+
+    def remove(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(path).unlink()
+
+    def remote_sha256(self, path: str, nbytes: int | None = None) -> str | None:
+        p = self._path(path)
+        if not p.is_file():
+            return None
+        return sha256_file(p) if nbytes is None else sha256_prefix(p, nbytes)
+
+    def remote_sha256_many(self, paths: Sequence[str]) -> dict[str, str | None]:
+        return {p: self.remote_sha256(p) for p in paths}
+
+    def put(
+        self,
+        local: str | os.PathLike[str],
+        remote: str,
+        *,
+        progress: ProgressFn | None = None,
+        local_sha256: str | None = None,
+    ) -> PushResult:
+        """Copy with the same partial/verify/rename semantics as Connection.put."""
+        local = Path(local)
+        if not local.is_file():
+            raise ArtifactError(f"cannot push {local}: no such file")
+        start = time.monotonic()
+        size = local.stat().st_size
+        sha = local_sha256 or sha256_file(local)
+        target = self._path(remote)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_file() and target.stat().st_size == size and sha256_file(target) == sha:
+            return PushResult(str(local), remote, size, sha, 0, 0, True, time.monotonic() - start)
+        partial = target.with_name(target.name + ".partial")
+        offset = 0
+        if partial.is_file():
+            have = partial.stat().st_size
+            if 0 < have <= size and sha256_prefix(partial, have) == sha256_prefix(local, have):
+                offset = have
+        sent = 0
+        with open(local, "rb") as src, open(partial, "r+b" if offset else "wb") as dst:
+            src.seek(offset)
+            dst.seek(offset)
+            while block := src.read(CHUNK_BYTES):
+                dst.write(block)
+                sent += len(block)
+                if progress:
+                    progress(offset + sent, size, f"copy {local.name}")
+            dst.truncate()
+            dst.flush()
+            os.fsync(dst.fileno())
+        if sha256_file(partial) != sha:
+            partial.unlink()
+            raise ArtifactError(f"localhost: copy of {local} has a different sha256; try again")
+        os.replace(partial, target)
+        return PushResult(str(local), remote, size, sha, sent, offset, False, time.monotonic() - start)
+
+
+AnyConnection = Connection | LocalConnection
