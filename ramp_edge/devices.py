@@ -200,6 +200,7 @@ class DeviceProfile:
     bandwidth_effective_bytes_per_s: float  # decode bandwidth for a Q4_0-speed type
     bandwidth_peak_bytes_per_s: float | None = None  # spec sheet, never used for budgets
     bandwidth_note: str = ""  # how the effective bandwidth was derived
+    token_overhead_s: float = 0.0  # fixed decode cost per token beside reading weights
     accelerator_note: str = ""
     aliases: tuple[str, ...] = ()
     speed_factors: tuple[tuple[str, float], ...] = ()  # type -> bandwidth relative to Q4_0
@@ -388,6 +389,11 @@ def parse_profile(doc: Mapping[str, Any], path: Path) -> DeviceProfile:
     usable_gib = mem.number("ram_usable_gib")
     peak = mem.number("bandwidth_peak_gb_s", None, optional=True)
     effective = mem.number("bandwidth_effective_gb_s")
+    overhead_ms = mem.get("token_overhead_ms", 0.0)
+    if isinstance(overhead_ms, bool) or not isinstance(overhead_ms, int | float) or overhead_ms < 0:
+        raise ConfigError(
+            f"{path.name}: field 'memory.token_overhead_ms' must be a number >= 0, got {overhead_ms!r}"
+        )
     bandwidth_note = mem.string("bandwidth_note", "")
     mem.check_unknown()
     assert total_gib is not None and usable_gib is not None and effective is not None
@@ -425,6 +431,7 @@ def parse_profile(doc: Mapping[str, Any], path: Path) -> DeviceProfile:
         bandwidth_peak_bytes_per_s=None if peak is None else peak * GB,
         bandwidth_effective_bytes_per_s=effective * GB,
         bandwidth_note=bandwidth_note,
+        token_overhead_s=float(overhead_ms) / 1000.0,
         aliases=f.strings("aliases", []),
         speed_factors=tuple(factors),
         references=refs,

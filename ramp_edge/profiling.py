@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ramp_edge import __version__
-from ramp_edge.devices import LOCALHOST, MeasuredProfile, TypeSpeed, normalize_arch
+from ramp_edge.devices import LOCALHOST, DeviceProfile, MeasuredProfile, TypeSpeed, normalize_arch
 from ramp_edge.errors import ArtifactError, ConfigError, DependencyError, RampEdgeError
 from ramp_edge.quant.catalogue import BY_ID, CATALOGUE
 
@@ -590,3 +590,14 @@ def profile_localhost(
         options=FAST_OPTIONS if fast else DEFAULT_OPTIONS,
         progress=progress,
     )
+
+
+def ensure_measured(profile: DeviceProfile, progress: ProgressFn = _no_progress) -> DeviceProfile:
+    """An `auto` profile (localhost) that was never measured gets a quick probe merged over it."""
+    if not profile.auto or profile.measured is not None:
+        return profile
+    logger.warning(
+        "%s has no stored measurement; using a quick probe (no llama.cpp speeds). "
+        "For measured speeds run: ramp-edge profile --device %s", profile.id, profile.id,
+    )
+    return profile.merged(measure_host(profile.id, reference=None, options=FAST_OPTIONS, progress=progress))

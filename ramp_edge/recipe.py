@@ -85,7 +85,10 @@ class Recipe:
         lines = [
             f"^{re.escape(name)}$={qtype.lower()}"
             for name, qtype in self.allocation
-            if get(qtype).block_size > 1 or name.endswith(".weight")
+            # llama.cpp applies overrides only to quantizable tensors; skip norms and the like
+            if presets.allows_quantization(name, (1, 1)) and not (
+                get(qtype).name == "F32" and "norm" in name
+            )
         ]
         return "\n".join(lines) + "\n"
 

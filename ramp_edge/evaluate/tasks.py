@@ -152,8 +152,6 @@ class MultipleChoiceTask:
         folder = Path(data_dir if data_dir is not None else default_data_dir()) / self.source
         items: list[Item] = []
         for file_name, line, doc in self.read_docs(folder):
-            if limit is not None and len(items) >= limit:
-                break
             try:
                 items.append(self.doc_to_item(doc))
             except ArtifactError as err:
@@ -163,6 +161,8 @@ class MultipleChoiceTask:
                 raise ArtifactError(
                     f"{folder / file_name}:{line}: malformed {self.name} document ({what})"
                 ) from None
+            if limit is not None and len(items) >= limit:
+                break  # stop before reading further lines
         if not items:
             raise ArtifactError(f"{folder}: no {self.name} documents found")
         if limit is None and data_dir is None and len(items) != self.n_docs:

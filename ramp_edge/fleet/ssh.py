@@ -662,6 +662,10 @@ class Connection:
                 select.select([fileno], [], [], 0.05)
             status = channel.recv_exit_status()
             channel.close()
+            if status == -1 and (
+                not transport.is_active() or (self._watchdog is not None and self._watchdog.stalled)
+            ):
+                raise EOFError("the connection closed before the command finished")
         except RemoteError:
             raise
         except (paramiko.SSHException, EOFError, OSError) as exc:

@@ -1,0 +1,1 @@
+"""On-device measurement: result records and the harness that drives agents/ramp_agent.py."""

@@ -1,0 +1,572 @@
+"""Multiple-choice tasks: lm-eval prompts, acc/acc_norm/stderr math, limits, bad data, scorer."""
+
+from __future__ import annotations
+
+import ast
+import bz2
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ramp_edge.errors import ArtifactError, ConfigError
+from ramp_edge.evaluate.runner import FakeRunner, Runner
+from ramp_edge.evaluate.tasks import (
+    TASKS,
+    Item,
+    TaskResult,
+    arc_doc_to_item,
+    boolq_doc_to_item,
+    evaluate_items,
+    evaluate_tasks,
+    get_task,
+    hellaswag_doc_to_item,
+    mean_stderr,
+    parse_task_names,
+    piqa_doc_to_item,
+    score_item,
+    split_hellaswag_ctx,
+    winogrande_doc_to_item,
+    winogrande_from_partial,
+)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "tasks"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load(name: str, limit: int | None = None, data_dir: Path = FIXTURES) -> list[Item]:
+    return get_task(name).load(limit, data_dir)
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def test_arc_prompts_match_lm_eval() -> None:
+    items = load("arc_easy")
+    assert items[0].requests == (
+        (
+            "Question: Which statement best explains why photosynthesis is the foundation of "
+            "most food webs?\nAnswer:",
+            " Sunlight is the source of energy for nearly all ecosystems.",
+        ),
+        (
+            "Question: Which statement best explains why photosynthesis is the foundation of "
+            "most food webs?\nAnswer:",
+            " Most ecosystems are found on land instead of in water.",
+        ),
+        (
+            "Question: Which statement best explains why photosynthesis is the foundation of "
+            "most food webs?\nAnswer:",
+            " Carbon dioxide is more available than other gases.",
+        ),
+        (
+            "Question: Which statement best explains why photosynthesis is the foundation of "
+            "most food webs?\nAnswer:",
+            " The producers in all ecosystems are plants.",
+        ),
+    )
+    assert items[0].gold == 0
+    assert items[0].choice_chars == (59, 54, 50, 43)  # without the target delimiter
+    numeric = items[3]  # labels "1".."4", answerKey "2"
+    assert numeric.requests[0] == (
+        "Question: All living and nonliving material is composed of\nAnswer:",
+        " air",
+    )
+    assert numeric.gold == 1
+    three = items[4]
+    assert [c for _, c in three.requests] == [" decrease", " increase", " remain the same"]
+    assert three.gold == 1
+    challenge = load("arc_challenge", 1)[0]
+    assert challenge.gold == 2
+    assert challenge.requests[2][1] == " Planetary days will become shorter."
+
+
+def test_arc_doc_to_item_from_hf_row() -> None:
+    doc = {"question": "2+2?", "choices": {"text": ["3", "4"], "label": ["A", "B"]},
+           "answerKey": "B"}
+    item = arc_doc_to_item(doc)
+    assert item.requests == (("Question: 2+2?\nAnswer:", " 3"), ("Question: 2+2?\nAnswer:", " 4"))
+    assert item.gold == 1
+    assert item.choice_chars == (1, 1)
+
+
+def test_piqa_prompts_match_lm_eval() -> None:
+    items = load("piqa")
+    context = "Question: How do I ready a guinea pig cage for it's new occupants?\nAnswer:"
+    assert items[0].requests[0] == (
+        context,
+        " Provide the guinea pig with a cage full of a few inches of bedding made of ripped "
+        "paper strips, you will also need to supply it with a water bottle and a food dish.",
+    )
+    assert items[0].requests[1][0] == context
+    assert [item.gold for item in items] == [int(x) for x in (FIXTURES / "piqa" / "valid-labels.lst").read_text().split()]
+    # second item: raw strings kept, trailing and double spaces included (as the HF rows)
+    assert items[1].requests == (
+        ("Question: dresser\nAnswer:", " replace drawer with bobby pin "),
+        ("Question: dresser\nAnswer:", " finish, woodgrain with  bobby pin "),
+    )
+    assert items[1].gold == 1
+    assert piqa_doc_to_item({"goal": "g", "sol1": "a", "sol2": "bb", "label": 1}).choice_chars == (1, 2)
+
+
+def test_hellaswag_prompts_match_lm_eval() -> None:
+    items = load("hellaswag")
+    first = items[0]
+    assert first.requests == (
+        ("Roof shingle removal: A man is sitting on a roof. He", " is using wrap to wrap a pair of skis."),
+        ("Roof shingle removal: A man is sitting on a roof. He", " is ripping level tiles off."),
+        ("Roof shingle removal: A man is sitting on a roof. He", " is holding a rubik's cube."),
+        ("Roof shingle removal: A man is sitting on a roof. He", " starts pulling up roofing on a roof."),
+    )
+    assert first.gold == 3
+    assert items[1].requests[0][0] == (
+        "Clean and jerk: A lady walks to a barbell. She bends down and grabs the pole. The lady"
+    )
+    wikihow = items[4]  # lm-eval's preprocess drops the bracketed URL the file keeps
+    assert wikihow.requests[0][0] == (
+        "Family Life: How to entertain a toddler. Ask the toddler what he or she would like to do "
+        "instead of doing what you would like to do.. Visit a site like to find loads of creative "
+        "activities for toddlers and preschoolers.. Choose small, simple games like candy land or "
+        "chutes and ladders."
+    )
+    assert wikihow.gold == 1
+
+
+def test_hellaswag_doc_to_item_from_hf_row() -> None:
+    doc = {
+        "activity_label": "Removing ice from car",
+        "ctx_a": "Then, the man writes over the snow covering the window of a car. [title] a woman",
+        "ctx_b": "wearing winter clothes",
+        "endings": [" [step] smiles. ", "laughs  loudly."],
+        "label": "0",
+    }
+    item = hellaswag_doc_to_item(doc)
+    context = ("Removing ice from car: Then, the man writes over the snow covering the window of a "
+               "car.. a woman Wearing winter clothes")
+    # lm-eval strips before removing "[step]", so that ending keeps a leading space
+    assert item.requests == ((context, "  smiles."), (context, " laughs loudly."))
+    assert item.gold == 0
+
+
+@pytest.mark.parametrize(
+    ("ctx", "expected"),
+    [
+        ("A man is sitting on a roof. he", ("A man is sitting on a roof.", "he")),
+        ("A boy runs. The boy jumps. the boy", ("A boy runs. The boy jumps.", "the boy")),
+        ("How to cook. Boil water. Add salt.", ("How to cook. Boil water. Add salt.", "")),
+        ("1 a guy plays. 2 a guy", ("1 a guy plays. 2 a guy", "")),
+        ("no full stop here", ("no full stop here", "")),
+    ],
+)
+def test_split_hellaswag_ctx(ctx: str, expected: tuple[str, str]) -> None:
+    assert split_hellaswag_ctx(ctx) == expected
+
+
+def test_winogrande_prompts_match_lm_eval() -> None:
+    items = load("winogrande")
+    assert items[0].requests == (
+        ("Sarah was a much better surgeon than Maria so Sarah", " always got the easier cases."),
+        ("Sarah was a much better surgeon than Maria so Maria", " always got the easier cases."),
+    )
+    assert items[0].gold == 1
+    assert items[1].gold == 0
+    assert items[2].requests[1] == (
+        "They were worried the wine would ruin the bed and the blanket, but the bed",
+        " was't ruined.",
+    )
+
+
+def test_winogrande_doc_to_item_is_partial_scoring() -> None:
+    doc = {
+        "sentence": "The trophy doesn't fit into the brown suitcase because the _ is too large.",
+        "option1": "trophy",
+        "option2": "suitcase",
+        "answer": "1",
+    }
+    item = winogrande_doc_to_item(doc)
+    assert item.requests == (
+        ("The trophy doesn't fit into the brown suitcase because the trophy", " is too large."),
+        ("The trophy doesn't fit into the brown suitcase because the suitcase", " is too large."),
+    )
+    assert item.gold == 0
+    assert item.choice_chars == (65, 67)  # lm-eval's choices are the partial contexts
+
+
+@pytest.mark.parametrize(
+    ("options", "continuation"),
+    [
+        (["Tom likes it because Tom", "Tom likes it because Tim"], "is kind."),
+        (["Tom", "Tim"], "was happy."),  # blank at the start of the sentence
+        (["He fed the cat food", "He fed the cat toy"], "to the cat."),
+        (["We saw the man", "We saw the man's wife"], "run."),  # one option prefixes the other
+    ],
+)
+def test_winogrande_from_partial_round_trips(options: list[str], continuation: str) -> None:
+    sentence, option1, option2 = winogrande_from_partial(options, continuation)
+    item = winogrande_doc_to_item(
+        {"sentence": sentence, "option1": option1, "option2": option2, "answer": "2"}
+    )
+    assert [c for c, _ in item.requests] == options
+    assert {cont for _, cont in item.requests} == {" " + continuation}
+
+
+def test_boolq_prompts_match_lm_eval() -> None:
+    items = load("boolq")
+    context = (
+        "American entry into Canada by land -- Persons driving into Canada must have their "
+        "vehicle's registration document and proof of insurance.\n"
+        "Question: can u drive in canada with us license?\nAnswer:"
+    )
+    assert items[0].requests == ((context, " no"), (context, " yes"))
+    assert items[0].gold == 1
+    assert [item.gold for item in items] == [1, 1, 1, 0, 0]
+    assert items[0].choice_chars == (2, 3)
+    assert boolq_doc_to_item({"passage": "P", "question": "q", "label": 0}).requests[0] == (
+        "P\nQuestion: q?\nAnswer:", " no"
+    )
+
+
+def test_metrics_per_task_follow_lm_eval_yaml() -> None:
+    assert {name: task.metrics for name, task in TASKS.items()} == {
+        "arc_easy": ("acc", "acc_norm"),
+        "arc_challenge": ("acc", "acc_norm"),
+        "piqa": ("acc", "acc_norm"),
+        "hellaswag": ("acc", "acc_norm"),
+        "winogrande": ("acc",),
+        "boolq": ("acc",),
+    }
+
+
+# --------------------------------------------------------------------------- scoring math
+
+
+def two_choice(gold: int, short: str = "a", long: str = "bbbb") -> Item:
+    return Item(requests=(("ctx", " " + short), ("ctx", " " + long)), gold=gold,
+                choice_chars=(len(short), len(long)))
+
+
+def test_score_item_acc_and_length_normalized_acc() -> None:
+    item = two_choice(gold=1)
+    # raw: -2 > -4 picks choice 0; per character: -2/1 < -4/4 picks choice 1
+    assert score_item(item, [(-2.0, False), (-4.0, False)]) == (0.0, 1.0)
+    assert score_item(two_choice(gold=0), [(-2.0, False), (-4.0, False)]) == (1.0, 0.0)
+
+
+def test_score_item_ties_go_to_the_first_choice() -> None:
+    assert score_item(two_choice(0, "aa", "bb"), [(-1.0, False), (-1.0, False)]) == (1.0, 1.0)
+    assert score_item(two_choice(1, "aa", "bb"), [(-1.0, False), (-1.0, False)]) == (0.0, 0.0)
+
+
+def test_mean_stderr_is_lm_eval_sample_stderr() -> None:
+    assert mean_stderr([1.0, 0.0, 1.0, 1.0]) == pytest.approx(0.25)  # sd 0.5 (n-1) / sqrt(4)
+    assert mean_stderr([1.0, 1.0]) == 0.0
+    assert mean_stderr([1.0]) is None
+    values = [1.0] * 7 + [0.0] * 13
+    p = 7 / 20
+    assert mean_stderr(values) == pytest.approx(math.sqrt(p * (1 - p) * 20 / 19) / math.sqrt(20))
+
+
+def test_evaluate_items_with_fake_runner() -> None:
+    items = [two_choice(0), two_choice(1), two_choice(1), two_choice(0)]
+    runner = FakeRunner(scores={("ctx", " a"): -2.0, ("ctx", " bbbb"): -4.0})
+    result = evaluate_items(runner, get_task("arc_easy"), items)
+    assert (result.n, result.acc, result.acc_norm) == (4, 0.5, 0.5)
+    assert result.acc_stderr == pytest.approx(math.sqrt(1 / 3) / 2)
+    assert result.acc_norm_stderr == pytest.approx(math.sqrt(1 / 3) / 2)
+    assert result.items_per_s > 0
+    assert runner.calls == [req for item in items for req in item.requests]
+
+
+def test_fake_runner_is_deterministic_and_a_runner() -> None:
+    requests = [("a", " b"), ("a", " c")]
+    first, second = FakeRunner(), FakeRunner()
+    assert first.loglikelihood(requests) == second.loglikelihood(requests)
+    assert all(-10.0 <= ll <= 0.0 and greedy is False for ll, greedy in first.loglikelihood(requests))
+    assert isinstance(first, Runner)
+    assert FakeRunner(greedy={("a", " b")}).loglikelihood(requests)[0][1] is True
+
+
+def test_evaluate_tasks_all_fixture_tasks() -> None:
+    seen: list[tuple[float, float, str]] = []
+    results = evaluate_tasks(FakeRunner(), "all", progress=lambda d, t, s: seen.append((d, t, s)),
+                             data_dir=FIXTURES)
+    assert [r.task for r in results] == list(TASKS)
+    assert all(r.n == 5 and r.version >= 1 for r in results)
+    by_task = {r.task: r for r in results}
+    assert by_task["winogrande"].acc_norm is None and by_task["boolq"].acc_norm_stderr is None
+    assert by_task["piqa"].acc_norm is not None
+    assert seen[-1] == (30, 30, "boolq")
+    assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)
+    again = evaluate_tasks(FakeRunner(), "all", data_dir=FIXTURES)
+    assert [(r.acc, r.acc_norm) for r in again] == [(r.acc, r.acc_norm) for r in results]
+
+
+def test_limit_takes_the_first_n_documents_in_order() -> None:
+    runner = FakeRunner()
+    [result] = evaluate_tasks(runner, ["piqa"], limit=2, data_dir=FIXTURES)
+    assert result.n == 2
+    full = load("piqa")
+    assert runner.calls == [req for item in full[:2] for req in item.requests]
+    assert load("hellaswag", 3) == load("hellaswag")[:3]
+    assert load("arc_easy", 50) == load("arc_easy")  # a limit above the split size keeps all
+
+
+def test_task_result_round_trips() -> None:
+    result = TaskResult("piqa", 1, 10, 0.6, 0.16, None, None, 3.5)
+    assert TaskResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+    assert list(result.to_dict()) == [
+        "task", "version", "n", "acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "items_per_s",
+    ]
+
+
+def test_packaged_data_loads_every_full_split() -> None:
+    data = REPO / "ramp_edge" / "data" / "tasks"
+    for task in TASKS.values():
+        assert (data / task.source / "SOURCE.md").is_file()
+        assert len(task.load()) == task.n_docs
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def test_unknown_task_names_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown task 'arc_eazy'; known: arc_easy, arc_challenge"):
+        parse_task_names("arc_eazy,piqa")
+    with pytest.raises(ConfigError, match="no task given"):
+        parse_task_names(" , ")
+    assert parse_task_names("piqa, piqa ,boolq") == ["piqa", "boolq"]
+    with pytest.raises(ConfigError):
+        evaluate_tasks(FakeRunner(), ["nope"], data_dir=FIXTURES)
+
+
+@pytest.mark.parametrize("limit", [0, -3, True, 2.5])
+def test_bad_limit(limit: object) -> None:
+    with pytest.raises(ConfigError, match="limit must be a positive integer"):
+        evaluate_tasks(FakeRunner(), "piqa", limit=limit, data_dir=FIXTURES)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def data_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "tasks"
+    shutil.copytree(FIXTURES, target)
+    return target
+
+
+def replace_line(path: Path, line_no: int, text: str) -> None:
+    lines = path.read_text().splitlines()
+    lines[line_no - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_missing_data_file(data_copy: Path) -> None:
+    (data_copy / "boolq" / "val.jsonl").unlink()
+    with pytest.raises(ArtifactError, match=r"boolq/val\.jsonl: task data file is missing"):
+        load("boolq", data_dir=data_copy)
+
+
+def test_malformed_json_names_file_and_line(data_copy: Path) -> None:
+    replace_line(data_copy / "arc" / "ARC-Easy-Test.jsonl", 3, '{"id": "x", "question": ')
+    with pytest.raises(ArtifactError, match=r"ARC-Easy-Test\.jsonl:3: not valid JSON") as err:
+        load("arc_easy", data_dir=data_copy)
+    assert "\n" not in str(err.value)
+    assert len(load("arc_easy", 2, data_copy)) == 2  # lines before the bad one still load
+
+
+def test_arc_answer_key_not_among_labels(data_copy: Path) -> None:
+    path = data_copy / "arc" / "ARC-Challenge-Test.jsonl"
+    row = json.loads(path.read_text().splitlines()[1])
+    row["answerKey"] = "Z"
+    replace_line(path, 2, json.dumps(row))
+    with pytest.raises(ArtifactError, match=r"ARC-Challenge-Test\.jsonl:2: malformed arc_challenge"):
+        load("arc_challenge", data_dir=data_copy)
+
+
+def test_arc_missing_field(data_copy: Path) -> None:
+    replace_line(data_copy / "arc" / "ARC-Easy-Test.jsonl", 1, '{"id": "x", "answerKey": "A"}')
+    with pytest.raises(ArtifactError, match=r"ARC-Easy-Test\.jsonl:1: malformed ARC row"):
+        load("arc_easy", data_dir=data_copy)
+
+
+def test_piqa_labels_short_or_bad(data_copy: Path) -> None:
+    labels = data_copy / "piqa" / "valid-labels.lst"
+    labels.write_text("0\n1\n0\n")
+    with pytest.raises(ArtifactError, match=r"valid-labels\.lst:4: missing label"):
+        load("piqa", data_dir=data_copy)
+    labels.write_text("0\n1\n2\n0\n0\n")
+    with pytest.raises(ArtifactError, match=r"valid-labels\.lst:3: label must be 0 or 1"):
+        load("piqa", data_dir=data_copy)
+
+
+def test_hellaswag_bad_gold_and_truncated_item(data_copy: Path) -> None:
+    path = data_copy / "hellaswag" / "hellaswag_val_full.txt.bz2"
+    lines = bz2.open(path, "rt", encoding="utf-8").read().splitlines()
+    lines[7] = "7"  # gold of the second item (line 8)
+    with bz2.open(path, "wt", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    with pytest.raises(ArtifactError, match=r"hellaswag_val_full\.txt\.bz2:8: gold label must be 0-3"):
+        load("hellaswag", data_dir=data_copy)
+    with bz2.open(path, "wt", encoding="utf-8") as handle:
+        handle.write("\n".join(lines[:6] + lines[12:15]) + "\n")
+    with pytest.raises(ArtifactError, match=r"bz2:7: truncated item \(3 of 6 lines\)"):
+        load("hellaswag", data_dir=data_copy)
+    path.write_bytes(b"not bzip2")
+    with pytest.raises(ArtifactError, match="unreadable task data file"):
+        load("hellaswag", data_dir=data_copy)
+
+
+def test_winogrande_and_boolq_bad_rows(data_copy: Path) -> None:
+    replace_line(data_copy / "winogrande" / "winogrande.jsonl", 2,
+                 '{"context_options": ["a"], "continuation": "b", "gold": 0}')
+    with pytest.raises(ArtifactError, match=r"winogrande\.jsonl:2: malformed WinoGrande row"):
+        load("winogrande", data_dir=data_copy)
+    replace_line(data_copy / "boolq" / "val.jsonl", 5, '{"passage": "p", "question": "q", "label": "maybe"}')
+    with pytest.raises(ArtifactError, match=r"val\.jsonl:5: label must be true/false"):
+        load("boolq", data_dir=data_copy)
+    replace_line(data_copy / "boolq" / "val.jsonl", 5, '{"passage": "p", "label": "true"}')
+    with pytest.raises(ArtifactError, match=r"val\.jsonl:5: malformed boolq document \(missing field 'question'\)"):
+        load("boolq", data_dir=data_copy)
+
+
+def test_item_invariants() -> None:
+    with pytest.raises(ArtifactError, match="at least 2 choices"):
+        Item(requests=(("c", " a"),), gold=0, choice_chars=(1,))
+    with pytest.raises(ArtifactError, match="gold index 2 out of range"):
+        Item(requests=(("c", " a"), ("c", " b")), gold=2, choice_chars=(1, 1))
+    with pytest.raises(ArtifactError, match="empty answer choice"):
+        Item(requests=(("c", " a"), ("c", " ")), gold=0, choice_chars=(1, 0))
+
+
+# --------------------------------------------------------------------------- module hygiene
+
+ALLOWED_IMPORTS = {
+    "runner.py": {"__future__", "hashlib", "logging", "collections", "typing"},
+    "tasks.py": {"__future__", "bz2", "json", "logging", "math", "re", "time", "collections",
+                 "dataclasses", "pathlib", "typing", "numpy", "ramp_edge"},
+    "loglik.py": {"__future__", "logging", "os", "collections", "pathlib", "llama_cpp", "numpy",
+                  "ramp_edge"},
+}
+ALLOWED_RAMP_EDGE = {"ramp_edge.errors", "ramp_edge.evaluate.runner", "ramp_edge.evaluate.tasks"}
+
+
+@pytest.mark.parametrize("module", sorted(ALLOWED_IMPORTS))
+def test_device_modules_import_only_stdlib_numpy_llama(module: str) -> None:
+    """tasks/runner/loglik ship to devices: no torch, no rich, no other ramp_edge modules."""
+    tree = ast.parse((REPO / "ramp_edge" / "evaluate" / module).read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    assert {n.split(".")[0] for n in names} <= ALLOWED_IMPORTS[module]
+    assert {n for n in names if n.startswith("ramp_edge")} <= ALLOWED_RAMP_EDGE
+
+
+def test_importing_tasks_loads_no_heavy_module() -> None:
+    code = ("import sys, ramp_edge.evaluate.tasks, ramp_edge.cli.eval_tasks; "
+            "print(sorted(m for m in ('llama_cpp', 'torch', 'rich') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- CLI (no model)
+
+
+def test_cli_help_has_an_example() -> None:
+    from click.testing import CliRunner
+
+    from ramp_edge.cli.eval_tasks import tasks
+
+    result = CliRunner().invoke(tasks, ["--help"])
+    assert result.exit_code == 0
+    assert "Example:" in result.output and "--limit" in result.output
+
+
+def test_cli_unknown_task_fails_before_loading_a_model() -> None:
+    from click.testing import CliRunner
+
+    from ramp_edge.cli.eval_tasks import tasks
+
+    result = CliRunner().invoke(tasks, ["no-such-model.gguf", "--tasks", "arc_easy,mmlu"])
+    assert isinstance(result.exception, ConfigError)
+    assert "unknown task 'mmlu'" in str(result.exception)
+
+
+def test_cli_rejects_bad_limit() -> None:
+    from click.testing import CliRunner
+
+    from ramp_edge.cli.eval_tasks import tasks
+
+    result = CliRunner().invoke(tasks, ["smollm2-135m", "--limit", "0"])
+    assert result.exit_code == 2
+
+
+# --------------------------------------------------------------------------- real model
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    from ramp_edge.evaluate.loglik import LlamaCppScorer
+    from ramp_edge.models import resolve
+
+    with LlamaCppScorer(resolve("smollm2-135m").path, n_ctx=1024) as scorer:
+        yield scorer
+
+
+@pytest.mark.llama
+@pytest.mark.slow
+def test_smollm2_arc_easy_beats_chance(smollm2) -> None:
+    [result] = evaluate_tasks(smollm2, "arc_easy", limit=20)
+    assert result.n == 20
+    assert result.acc >= 0.4  # chance is ~0.25; SmolLM2-135M Q4_1 scores 0.60 on these 20
+    assert result.acc_norm is not None and result.acc_norm >= 0.25
+    assert result.items_per_s > 0
+
+
+@pytest.mark.llama
+def test_smollm2_kv_reuse_equals_scoring_from_scratch(smollm2) -> None:
+    items = load("arc_easy", 3) + load("boolq", 2) + load("winogrande", 2)
+    reused = [smollm2.loglikelihood(item.requests) for item in items]
+    for item, results in zip(items, reused, strict=True):
+        for (context, continuation), (ll, _) in zip(item.requests, results, strict=True):
+            assert ll < 0
+            fresh, _ = smollm2.score_from_scratch(context, continuation)
+            assert ll == pytest.approx(fresh, abs=1e-3)
+            # one batch over context + continuation rounds differently in llama.cpp's CPU
+            # kernels (~0.1 nats at most for Q4_1); an off-by-one would cost several nats
+            single, _ = smollm2.score_single_pass(context, continuation)
+            assert ll == pytest.approx(single, abs=0.5)
+
+
+@pytest.mark.llama
+def test_smollm2_tokenizes_like_lm_eval(smollm2) -> None:
+    ctx, cont = smollm2.encode_pair("Question: hi\nAnswer:", " yes")
+    assert ctx + cont == smollm2.encode("Question: hi\nAnswer: yes")
+    # a trailing space of the context moves to the continuation
+    assert smollm2.encode_pair("Answer: ", "yes") == smollm2.encode_pair("Answer:", " yes")
+    assert smollm2.add_bos is False  # SmolLM2's GGUF adds no BOS
+    prefix, cont = smollm2.encode_pair("", "Hello")
+    assert prefix == [smollm2.llm.token_bos()] and cont == smollm2.encode("Hello")
+    ll, greedy = smollm2.loglikelihood([("The capital of France is", " Paris")])[0]
+    assert ll > -3.0 and isinstance(greedy, bool)
+
+
+@pytest.mark.llama
+def test_cli_json_on_smollm2() -> None:
+    from click.testing import CliRunner
+
+    from ramp_edge.cli.eval_tasks import tasks
+
+    result = CliRunner().invoke(
+        tasks, ["smollm2-135m", "--tasks", "winogrande,boolq", "--limit", "2", "--json",
+                "--n-ctx", "512"]
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == "ramp-edge/eval" and doc["evaluation"] == "tasks"
+    assert [r["task"] for r in doc["results"]] == ["winogrande", "boolq"]
+    assert all(r["n"] == 2 for r in doc["results"])
