@@ -116,12 +116,17 @@ class GGUFSource:
 
     def tensor(self, name: str) -> np.ndarray:
         """Dequantized float32 values, numpy shape = reversed ggml shape (rows, row_length)."""
-        from gguf.quants import dequantize
+        from ramp_edge.quant.catalogue import BY_ID
+        from ramp_edge.quant.quantizer import to_float
 
         t = self._tensors[name]
-        values = dequantize(t.data, t.tensor_type)
         shape = tuple(int(x) for x in reversed(t.shape))
-        return np.asarray(values, dtype=np.float32).reshape(shape)
+        qt = BY_ID.get(int(t.tensor_type))
+        if qt is None:
+            from gguf.quants import dequantize
+
+            return np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
+        return to_float(t.data, qt, int(t.shape[0])).reshape(shape)
 
     @cached_property
     def info(self) -> ModelInfo:

@@ -151,3 +151,53 @@ def validate(data: np.ndarray, qtype: QuantType | str) -> bool:
     qt = get(qtype) if isinstance(qtype, str) else qtype
     buf = np.ascontiguousarray(data, dtype=np.uint8)
     return bool(_lib().ggml_validate_row_data(qt.ggml_id, buf.ctypes.data, buf.nbytes))
+
+
+class _TypeTraits(ctypes.Structure):
+    # struct ggml_type_traits (ggml/include/ggml.h)
+    _fields_ = [
+        ("type_name", ctypes.c_char_p),
+        ("blck_size", ctypes.c_int64),
+        ("blck_size_interleave", ctypes.c_int64),
+        ("type_size", ctypes.c_size_t),
+        ("is_quantized", ctypes.c_bool),
+        ("to_float", ctypes.c_void_p),
+        ("from_float_ref", ctypes.c_void_p),
+    ]
+
+
+_TO_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.c_int64)
+
+
+@functools.cache
+def _to_float(ggml_id: int):
+    lib = _lib()
+    lib.ggml_get_type_traits.restype = ctypes.POINTER(_TypeTraits)
+    lib.ggml_get_type_traits.argtypes = [ctypes.c_int]
+    traits = lib.ggml_get_type_traits(ggml_id).contents
+    return _TO_FLOAT(traits.to_float) if traits.to_float else None
+
+
+def to_float(data: np.ndarray, qtype: QuantType | str, row_length: int, threads: int | None = None) -> np.ndarray:
+    """Dequantize stored rows with ggml's own `to_float` (C, multi-threaded); float32 (rows, row_length)."""
+    qt = get(qtype) if isinstance(qtype, str) else qtype
+    raw = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+    if qt.name == "F32":
+        return raw.view(np.float32).reshape(-1, row_length).copy()
+    fn = _to_float(qt.ggml_id)
+    if fn is None:
+        return dequantize(raw, qt, row_length)
+    row_bytes = qt.row_bytes(row_length)
+    rows = raw.nbytes // row_bytes
+    out = np.empty((rows, row_length), dtype=np.float32)
+    n_threads = threads or _threads()
+    chunk = max(1, -(-rows // (n_threads * 4)))
+
+    def run(first: int) -> None:
+        n = min(chunk, rows - first)
+        fn(raw.ctypes.data + first * row_bytes,
+           out[first:].ctypes.data_as(ctypes.POINTER(ctypes.c_float)), n * row_length)
+
+    with ThreadPoolExecutor(n_threads) as pool:
+        list(pool.map(run, range(0, rows, chunk)))
+    return out
