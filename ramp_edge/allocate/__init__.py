@@ -1,0 +1,1 @@
+"""Allocation: choose a quant type per tensor under a global budget (RAMP and baselines)."""

@@ -1,0 +1,112 @@
+"""One interface over every allocation method: uniform | preset | greedy | knapsack | sac."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from ramp_edge import recipe as recipes
+from ramp_edge.allocate import knapsack as ks
+from ramp_edge.allocate.budget import Budget
+from ramp_edge.allocate.sensitivity import SensitivityTable, measure_sensitivity
+from ramp_edge.errors import BudgetError, ConfigError
+from ramp_edge.quant.export import plan_export
+from ramp_edge.quant.presets import PRESETS
+from ramp_edge.recipe import Recipe
+
+logger = logging.getLogger(__name__)
+ProgressFn = Callable[[float, float, str], None]
+
+METHODS = ("uniform", "preset", "greedy", "knapsack", "sac")
+UNIFORM_TYPES = ("Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "IQ4_NL",
+                 "IQ4_XS", "Q3_K", "IQ3_S", "Q2_K")
+TOLERANCE = 0.005  # final file within 0.5% under the budget when reachable
+
+
+def _recipe_from_types(source, types: Mapping[str, str], method: str, budget: Budget) -> Recipe:
+    allocation = tuple((s.name, types.get(s.name, s.source_type)) for s in source.specs)
+    return Recipe(source.model.model_id, allocation, method, str(budget))
+
+
+def _largest_fitting(source, specs: list[str], budget: Budget, method: str) -> Recipe:
+    target = budget.target_bytes(source.info.n_params)
+    best: tuple[int, Recipe] | None = None
+    for spec in specs:
+        try:
+            r = recipes.build(source, spec)
+            size = plan_export(source, r).size_bytes
+        except ConfigError:
+            continue
+        if size <= target and (best is None or size > best[0]):
+            best = (size, r)
+    if best is None:
+        raise BudgetError(f"no {method} fits {budget} ({target:,} bytes)")
+    r = best[1]
+    return Recipe(r.model_id, r.allocation, r.method, str(budget))
+
+
+def fit_to_budget(source, table: SensitivityTable, choice: ks.Choice, budget: Budget,
+                  method: str) -> Recipe:
+    """Repair an allocation so the exported file is at or under the budget (within 0.5%)."""
+    target = budget.target_bytes(source.info.n_params)
+    header = plan_export(source, _recipe_from_types(source, ks.choice_types(table, choice), method, budget)).header_bytes
+    capacity = ks.capacity_for(table, target, header)
+    lo, hi = ks.min_max_bytes(table)
+    if capacity < lo:
+        smallest = lo + header + table.fixed_bytes
+        raise BudgetError(
+            f"budget {budget} ({target:,} bytes) is below the smallest legal file "
+            f"({smallest:,} bytes, {smallest * 8 / source.info.n_params:.2f} bpw)"
+        )
+    if ks.choice_bytes(table, choice) > capacity:
+        choice = ks.shrink(table, choice, capacity)
+    choice = ks.fill(table, choice, capacity)
+    recipe = _recipe_from_types(source, ks.choice_types(table, choice), method, budget)
+    size = plan_export(source, recipe).size_bytes
+    if size > target:  # header estimate drifted: shrink by the excess and retry once
+        choice = ks.shrink(table, choice, capacity - (size - target))
+        recipe = _recipe_from_types(source, ks.choice_types(table, choice), method, budget)
+        size = plan_export(source, recipe).size_bytes
+    notes = {"predicted_bytes": size, "target_bytes": target,
+             "estimated_error": round(ks.choice_error(table, choice), 6)}
+    if size < target * (1 - TOLERANCE) and capacity < hi:
+        logger.info("allocation uses %.2f%% of the budget (type granularity)", 100 * size / target)
+    return Recipe(recipe.model_id, recipe.allocation, method, str(budget), notes)
+
+
+def allocate(
+    source,
+    budget: Budget,
+    method: str = "knapsack",
+    policy: str | None = None,
+    imatrix: Mapping[str, np.ndarray] | None = None,
+    imatrix_id: str | None = None,
+    progress: ProgressFn | None = None,
+) -> Recipe:
+    """Choose every tensor's type for `source` under `budget` with `method`."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    if method == "uniform":
+        return _largest_fitting(source, [f"uniform:{t}" for t in UNIFORM_TYPES], budget, method)
+    if method == "preset":
+        return _largest_fitting(source, [p for p in PRESETS if p not in ("F32", "BF16")], budget, method)
+    table = measure_sensitivity(source, imatrix=imatrix, imatrix_id=imatrix_id, progress=progress)
+    target = budget.target_bytes(source.info.n_params)
+    capacity = target - 4096 - table.fixed_bytes  # refined by fit_to_budget with the exact header
+    if method == "greedy":
+        lo, _ = ks.min_max_bytes(table)
+        choice = ks.allocate_greedy(table, max(capacity, lo))
+    elif method == "knapsack":
+        lo, _ = ks.min_max_bytes(table)
+        choice = ks.allocate_knapsack(table, max(capacity, lo))
+    else:
+        from ramp_edge.rl.sac import apply_policy
+
+        if policy is None:
+            from ramp_edge import paths
+
+            policy = str(paths.data_dir() / "policies" / "default-smollm2.zip")
+        return apply_policy(source, table, budget, policy)
+    return fit_to_budget(source, table, choice, budget, method)
