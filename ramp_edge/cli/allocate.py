@@ -1,0 +1,84 @@
+"""`ramp-edge allocate MODEL --budget B`: choose every tensor's quant type under a budget."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import click
+
+from ramp_edge.cli._common import emit_json, human_bytes, json_option, open_model
+
+
+@click.command()
+@click.argument("model")
+@click.option("--budget", required=True, help="Size budget: bits per weight (4.6bpw) or bytes (95MB, 90MiB).")
+@click.option("--method", type=click.Choice(["knapsack", "greedy", "sac", "preset", "uniform"]),
+              default="knapsack", show_default=True, help="Allocation method.")
+@click.option("--policy", type=click.Path(exists=True, dir_okay=False),
+              help="SAC policy .zip (method sac; default: the policy shipped with ramp-edge).")
+@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False),
+              help="Importance matrix weighting the error measurements.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the recipe JSON here.")
+@click.option("--tensor-type-file", type=click.Path(dir_okay=False),
+              help="Also write llama-quantize's --tensor-type-file.")
+@json_option
+def allocate(model: str, budget: str, method: str, policy: str | None, imatrix: str | None,
+             out: str | None, tensor_type_file: str | None, as_json: bool) -> None:
+    """Allocate a quant type to every tensor of MODEL so the GGUF fits BUDGET.
+
+    The file size that counts is the exported GGUF's, metadata included; the
+    result is at or under the budget (within 0.5% when types allow).
+
+    \b
+    Examples:
+      ramp-edge allocate smollm2-135m --budget 4.6bpw --out recipe.json
+      ramp-edge allocate smollm2-135m --budget 80MB --method sac --json
+      ramp-edge export smollm2-135m --recipe recipe.json --out smol-mix.gguf
+    """
+    from ramp_edge.allocate.api import allocate as run_allocate
+    from ramp_edge.allocate.budget import parse_budget
+    from ramp_edge.cli.export import load_imatrix
+    from ramp_edge.quant.export import plan_export
+    from ramp_edge.quant.presets import category, layer_index
+    from ramp_edge.ui import out_console, progress
+
+    b = parse_budget(budget)
+    source = open_model(model)
+    with progress("Allocating") as bar:
+        recipe = run_allocate(source, b, method, policy=policy, imatrix=load_imatrix(imatrix),
+                              imatrix_id=imatrix, progress=bar)
+    plan = plan_export(source, recipe)
+    if out:
+        recipe.save(out)
+    if tensor_type_file:
+        recipe.save_tensor_type_file(tensor_type_file)
+    target = b.target_bytes(source.info.n_params)
+    summary = {"model": source.model.model_id, "method": method, "budget": budget,
+               "target_bytes": target, "predicted_bytes": plan.size_bytes,
+               "bpw": round(plan.file_bpw, 4), "types": dict(recipe.type_counts()),
+               "recipe": recipe.to_dict(), "out": out}
+    if as_json:
+        emit_json(summary)
+        return
+    from rich.table import Table
+
+    by_role: dict[str, Counter[str]] = defaultdict(Counter)
+    depth: dict[str, Counter[str]] = defaultdict(Counter)
+    n_layer = max(1, source.info.n_layer)
+    for t in plan.tensors:
+        if t.qtype == "F32":
+            continue
+        by_role[category(t.name)][t.qtype] += 1
+        li = layer_index(t.name)
+        band = "-" if li < 0 else ("first third" if li < n_layer / 3 else
+                                   "middle third" if li < 2 * n_layer / 3 else "last third")
+        depth[band][t.qtype] += 1
+    table = Table(title=f"{source.model.model_id} · {method} · budget {budget}")
+    table.add_column("role / depth")
+    table.add_column("types")
+    for key, counts in list(by_role.items()) + list(depth.items()):
+        table.add_row(key, ", ".join(f"{q}×{n}" for q, n in counts.most_common()))
+    out_console.print(table)
+    out_console.print(f"predicted {plan.size_bytes:,} bytes ({human_bytes(plan.size_bytes)}), "
+                      f"{plan.file_bpw:.3f} bpw, budget {target:,} bytes"
+                      + (f"; recipe written to {out}" if out else ""))

@@ -1,0 +1,92 @@
+import json
+
+import pytest
+
+from ramp_edge.allocate import knapsack as ks
+from ramp_edge.allocate.api import allocate
+from ramp_edge.allocate.budget import parse_budget
+from ramp_edge.allocate.sensitivity import SensitivityTable, TensorCosts
+from ramp_edge.errors import BudgetError, ConfigError
+from ramp_edge.models import ResolvedModel
+from ramp_edge.quant.export import plan_export
+from ramp_edge.source import open_source
+
+
+def test_parse_budget():
+    assert parse_budget("4.6bpw").target_bytes(1000) == 575
+    assert parse_budget("95MB").target_bytes(1) == 95_000_000
+    assert parse_budget("90MiB").target_bytes(1) == 90 * 2**20
+    for bad in ("", "4.6", "-3bpw", "lots"):
+        with pytest.raises(ConfigError):
+            parse_budget(bad)
+
+
+def _toy_table():
+    # two tensors; the second is 10x more sensitive per byte
+    a = TensorCosts("a", (32, 10), 320, (("Q8_0", 340, 0.001), ("Q4_0", 180, 0.05)))
+    b = TensorCosts("b", (32, 10), 320, (("Q8_0", 340, 0.001), ("Q4_0", 180, 0.5)))
+    return SensitivityTable("toy", (a, b), 0)
+
+
+def test_knapsack_spends_bytes_where_they_help_most():
+    table = _toy_table()
+    choice = ks.allocate_knapsack(table, 352 + 192)
+    assert ks.choice_types(table, choice) == {"a": "Q4_0", "b": "Q8_0"}
+    with pytest.raises(BudgetError):
+        ks.allocate_knapsack(table, 100)
+
+
+def test_knapsack_is_optimal_on_small_random_tables():
+    import itertools
+    import random
+
+    rng = random.Random(0)
+    for _ in range(20):
+        tensors = []
+        for i in range(4):
+            errs = sorted((rng.random() for _ in range(3)))
+            sizes = sorted((rng.randrange(1, 20) * 32 for _ in range(3)), reverse=True)
+            tensors.append(TensorCosts(f"t{i}", (32, 1), 32, tuple((f"T{j}", sizes[j], errs[j]) for j in range(3))))
+        table = SensitivityTable("r", tuple(tensors), 0)
+        cap = rng.randrange(ks.min_max_bytes(table)[0], ks.min_max_bytes(table)[1] + 1)
+        best = min(
+            (sum(t.options[i][2] for t, i in zip(tensors, combo))
+             for combo in itertools.product(range(3), repeat=4)
+             if sum(ks._pad(t.options[i][1]) for t, i in zip(tensors, combo)) <= cap),
+        )
+        got = ks.choice_error(table, ks.allocate_knapsack(table, cap))
+        assert got <= best * 1.5 + 1e-9  # Lagrangian + greedy completion: near-optimal
+        assert ks.choice_bytes(table, ks.allocate_knapsack(table, cap)) <= cap
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("method", ["knapsack", "greedy", "uniform"])
+def test_allocation_meets_budget_within_half_percent(smollm2, method):
+    source = open_source(ResolvedModel("smollm2-135m", "gguf", smollm2))
+    budget = parse_budget("4.6bpw")
+    recipe = allocate(source, budget, method)
+    size = plan_export(source, recipe).size_bytes
+    target = budget.target_bytes(source.info.n_params)
+    assert size <= target
+    if method != "uniform":
+        assert size >= target * 0.995
+
+
+def test_infeasible_budget(smollm2):
+    source = open_source(ResolvedModel("smollm2-135m", "gguf", smollm2))
+    with pytest.raises(BudgetError, match="below the smallest"):
+        allocate(source, parse_budget("1bpw"), "knapsack")
+
+
+@pytest.mark.llama
+def test_allocate_cli_recipe_exports(invoke, smollm2, tmp_path):
+    out = tmp_path / "r.json"
+    result = invoke(["allocate", "smollm2-135m", "--budget", "4.6bpw", "--out", out, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["predicted_bytes"] <= doc["target_bytes"]
+    result = invoke(["export", "smollm2-135m", "--recipe", out, "--out", tmp_path / "m.gguf", "--json"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.gguf").stat().st_size == doc["predicted_bytes"]
+    bad = invoke(["allocate", "smollm2-135m", "--budget", "0.5bpw"])
+    assert bad.exit_code == 4 and "below the smallest" in bad.stderr
