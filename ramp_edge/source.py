@@ -156,10 +156,13 @@ class GGUFSource:
         )
 
 
-def open_source(model: ResolvedModel) -> GGUFSource:
-    """Open a resolved model for reading (GGUF; HF directories via ramp_edge.hf_source)."""
+def open_source(model: ResolvedModel, tokenizer_from: str | Path | None = None) -> GGUFSource:
+    """Open a resolved model for reading (GGUF; HF directories via ramp_edge.hf_source).
+
+    `tokenizer_from` (a GGUF of the same model) supplies the tokenizer of an HF directory.
+    """
     if model.kind == "gguf":
         return GGUFSource(model)
     from ramp_edge.hf_source import HFSource
 
-    return HFSource(model)  # type: ignore[return-value]
+    return HFSource(model, tokenizer_from)  # type: ignore[return-value]

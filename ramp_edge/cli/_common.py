@@ -16,12 +16,12 @@ def json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")(func)
 
 
-def open_model(ref: str):
+def open_model(ref: str, tokenizer_from: str | None = None):
     """Resolve a model reference and open it (downloads built-in models on first use)."""
     from ramp_edge.models import resolve
     from ramp_edge.source import open_source
 
-    return open_source(resolve(ref))
+    return open_source(resolve(ref), tokenizer_from)
 
 
 def human_bytes(n: float) -> str:

@@ -8,7 +8,12 @@ import click
 
 
 @click.command("devices")
-@click.option("--json", "as_json", is_flag=True, help="Print every profile (static, measured, latency model) as JSON.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print every profile (static, measured, latency model) as JSON.",
+)
 def devices(as_json: bool) -> None:
     """List device profiles with their published and measured values.
 
@@ -50,26 +55,29 @@ def devices(as_json: bool) -> None:
 
     from rich.table import Table
 
-    table = Table(title="Device profiles")
-    for col in ("device", "cpu", "accel", "RAM usable GiB", "decode GB/s", "reference tg", "measured"):
+    table = Table(title="Device profiles (published -> measured); aliases in --json")
+    table.add_column("device", no_wrap=True)
+    for col in ("hardware", "RAM GiB", "decode GB/s", "reference tg", "measured tg"):
         table.add_column(col, overflow="fold")
     for static, measured, merged, lm in rows:
-        name = static.id + (f"\n({', '.join(static.aliases)})" if static.aliases else "")
-        cpu = f"{merged.arch}, {merged.cores} cores"
-        ram = f"{static.ram_usable_bytes / (1 << 30):.1f}" if not static.auto else "-"
+        name = static.id
+        hw = f"{merged.cores}c" + ("" if static.accelerator == "none" else f" {static.accelerator}")
+        ram = "-" if static.auto else f"{static.ram_usable_bytes / (1 << 30):.1f}"
         if measured:
-            ram += f" -> {merged.ram_usable_bytes / (1 << 30):.1f} measured"
-        bw = f"{static.bandwidth_effective_bytes_per_s / 1e9:.1f} published" if not static.auto else "-"
+            ram += f" -> {merged.ram_usable_bytes / (1 << 30):.1f}"
+        bw = "-" if static.auto else f"{static.bandwidth_effective_bytes_per_s / 1e9:.1f}"
         if lm.source in ("measured", "probe"):
-            bw += f"\n{lm.reference_bandwidth_bytes_per_s / 1e9:.1f} {lm.source}"
+            bw += f" -> {lm.reference_bandwidth_bytes_per_s / 1e9:.1f} {lm.source}"
         ref = next((r for r in static.references if r.is_generation), None)
-        ref_text = f"{ref.tokens_per_s:g} t/s {ref.model} {ref.quant}" if ref else "-"
+        ref_text = f"{ref.tokens_per_s:g} {ref.quant} {ref.model}" if ref else "-"
         if measured and measured.type_speeds:
             best = max(measured.type_speeds, key=lambda s: s.tg_tokens_per_s)
-            meas = f"{best.tg_tokens_per_s:.1f} t/s {best.model} {best.qtype}\n{measured.created_utc}"
+            meas = (
+                f"{best.tg_tokens_per_s:.1f} {best.qtype} {best.model} {measured.created_utc[:10]}"
+            )
         elif measured:
-            meas = f"host facts only\n{measured.created_utc}"
+            meas = f"host only {measured.created_utc[:10]}"
         else:
-            meas = "not measured"
-        table.add_row(name, cpu, static.accelerator, ram, bw, ref_text, meas)
+            meas = "-"
+        table.add_row(name, hw, ram, bw, ref_text, meas)
     out_console.print(table)

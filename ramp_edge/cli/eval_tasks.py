@@ -19,22 +19,32 @@ ALL_TASKS = "arc_easy,arc_challenge,piqa,hellaswag,winogrande,boolq"
 @click.command("tasks")
 @click.argument("model")
 @click.option(
-    "--tasks", "task_spec", default=ALL_TASKS, show_default=True,
+    "--tasks",
+    "task_spec",
+    default=ALL_TASKS,
+    show_default=True,
     help="Comma-separated task names, or 'all'.",
 )
 @click.option(
-    "--limit", type=click.IntRange(min=1), default=None,
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
     help="Score only the first N documents of each task (the subset lm_eval --limit N scores).",
 )
 @click.option(
-    "--n-ctx", type=click.IntRange(min=8), default=2048, show_default=True,
+    "--n-ctx",
+    type=click.IntRange(min=8),
+    default=2048,
+    show_default=True,
     help="Context window; longer prompts are left-truncated (lm-eval's max_length).",
 )
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads [default: all cores].")
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: all cores]."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of a table.")
-def tasks(model: str, task_spec: str, limit: int | None, n_ctx: int, threads: int | None,
-          as_json: bool) -> None:
+def tasks(
+    model: str, task_spec: str, limit: int | None, n_ctx: int, threads: int | None, as_json: bool
+) -> None:
     """Zero-shot accuracy on ARC, PIQA, HellaSwag, WinoGrande and BoolQ.
 
     MODEL is a built-in model name or a .gguf file. Prompts, acc and acc_norm
@@ -101,6 +111,12 @@ def _print_table(model_id: str, limit: int | None, results: list[TaskResult]) ->
     for column in ("task", "version", "n", "acc", "acc_norm", "items/s"):
         table.add_column(column, justify="left" if column == "task" else "right")
     for r in results:
-        table.add_row(r.task, str(r.version), str(r.n), _fmt(r.acc, r.acc_stderr),
-                      _fmt(r.acc_norm, r.acc_norm_stderr), f"{r.items_per_s:.2f}")
+        table.add_row(
+            r.task,
+            str(r.version),
+            str(r.n),
+            _fmt(r.acc, r.acc_stderr),
+            _fmt(r.acc_norm, r.acc_norm_stderr),
+            f"{r.items_per_s:.2f}",
+        )
     out_console.print(table)

@@ -29,9 +29,12 @@ def load_imatrix(path: str | None):
 @click.option("--dry-run", is_flag=True, help="Show each tensor's type and the exact file size; write nothing.")
 @click.option("--tensor-type-file", type=click.Path(dir_okay=False),
               help="Also write llama-quantize's --tensor-type-file for this recipe.")
+@click.option("--tokenizer-from", type=click.Path(exists=True, dir_okay=False),
+              help="For a Hugging Face directory: take the tokenizer from this GGUF of the same model.")
 @json_option
 def export(model: str, recipe_spec: str, out: str | None, imatrix: str | None, fold: bool,
-           dry_run: bool, tensor_type_file: str | None, as_json: bool) -> None:
+           dry_run: bool, tensor_type_file: str | None, tokenizer_from: str | None,
+           as_json: bool) -> None:
     """Quantize MODEL per a recipe and write a standard GGUF that llama.cpp runs.
 
     The file size is predicted to the byte before anything is written; the
@@ -42,6 +45,7 @@ def export(model: str, recipe_spec: str, out: str | None, imatrix: str | None, f
       ramp-edge export smollm2-135m --recipe Q4_K_M --dry-run --json
       ramp-edge export smollm2-135m --recipe uniform:Q4_0 --out smol-q4_0.gguf
       ramp-edge export smollm2-135m --recipe recipe.json --out smol-mix.gguf
+      ramp-edge export ./my-llama-hf --recipe Q4_K_M --out my-llama-q4km.gguf
     """
     from ramp_edge import recipe as recipes
     from ramp_edge.errors import ConfigError
@@ -50,7 +54,7 @@ def export(model: str, recipe_spec: str, out: str | None, imatrix: str | None, f
 
     if not dry_run and not out:
         raise click.UsageError("--out is required unless --dry-run is given")
-    source = open_model(model)
+    source = open_model(model, tokenizer_from)
     imat = load_imatrix(imatrix)
     recipe = recipes.build(source, recipe_spec, has_imatrix=imat is not None)
     if out and Path(out).suffix != ".gguf":

@@ -1,0 +1,128 @@
+"""`ramp-edge train`: fit a RAMP allocation policy (SAC) on one or more models."""
+
+from __future__ import annotations
+
+import click
+
+from ramp_edge.cli._common import emit_json, json_option
+
+
+@click.command("train")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    help="Model to train on (built-in name or GGUF path); repeat for several.",
+)
+@click.option(
+    "--budget",
+    "budgets",
+    multiple=True,
+    default=("4.0bpw", "4.6bpw", "5.2bpw", "6.0bpw"),
+    show_default=True,
+    help="Budget in bits per weight; repeat to sample several per episode.",
+)
+@click.option(
+    "--steps",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(1, 10**8),
+    help="Environment steps (one step = one tensor).",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Policy zip to write.")
+@click.option(
+    "--resume",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Continue from a policy or checkpoint zip.",
+)
+@click.option(
+    "--kld-every",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Every N episodes, add the measured KLD of the exported file (0: off).",
+)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--checkpoint-every",
+    default=5_000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Write <out>.ckpt.zip every N steps (0: never).",
+)
+@json_option
+def train(
+    models: tuple[str, ...],
+    budgets: tuple[str, ...],
+    steps: int,
+    out: str,
+    resume: str | None,
+    kld_every: int,
+    seed: int,
+    checkpoint_every: int,
+    as_json: bool,
+) -> None:
+    """Train a Soft Actor-Critic policy that assigns a quant type to every tensor.
+
+    Each episode walks one model's quantizable tensors at a budget drawn from
+    --budget; the reward is the measured per-tensor error (the sensitivity table,
+    cached per model) with an asymmetric budget penalty and a cliff past the budget.
+    The policy generalises to other models: apply it with
+    `ramp-edge allocate MODEL --method sac --policy policy.zip`.
+    Needs the rl extra: pip install 'ramp-edge[rl]'.
+
+    \b
+    Example:
+      ramp-edge train --model smollm2-135m --budget 4.6bpw --steps 20000 --out policy.zip
+      ramp-edge train --model smollm2-135m --out policy.zip --resume policy.ckpt.zip
+    """
+    from ramp_edge.errors import ConfigError, require
+
+    require("gymnasium", "rl")
+    require("stable_baselines3", "rl")
+    from ramp_edge.allocate.budget import parse_budget
+    from ramp_edge.allocate.sensitivity import measure_sensitivity
+    from ramp_edge.cli._common import open_model
+    from ramp_edge.rl import sac
+    from ramp_edge.rl.env import make_task
+    from ramp_edge.ui import out_console, progress
+
+    bpws = []
+    for text in budgets:
+        b = parse_budget(text)
+        if b.kind != "bpw":
+            raise ConfigError(f"train needs budgets in bits per weight (e.g. 4.6bpw), got {text!r}")
+        bpws.append(b.value)
+    tasks = []
+    quality = None
+    for ref in models:
+        source = open_model(ref)
+        with progress(f"Sensitivity {ref}") as bar:
+            table = measure_sensitivity(source, progress=bar)
+        tasks.append(make_task(source, table))
+        if kld_every and quality is None:
+            if len(models) > 1:
+                raise ConfigError("--kld-every works with one --model")
+            quality = sac.kld_quality(source)
+    with progress("SAC") as bar:
+        result = sac.train(
+            tasks,
+            out,
+            steps=steps,
+            budgets_bpw=tuple(bpws),
+            resume=resume,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            progress=bar,
+            true_quality=quality,
+            true_every=kld_every,
+        )
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    out_console.print(
+        f"policy {result.path}: {result.steps:,} steps, {result.episodes} episodes in "
+        f"{result.seconds:.0f} s; last episodes used {result.mean_budget_ratio:.3f} of the "
+        f"budget at {result.mean_err_ratio:.3f} of the par error"
+    )

@@ -1,0 +1,205 @@
+"""Hugging Face model directories (llama / mistral / qwen2, safetensors) as export sources.
+
+Tensor names and layouts follow llama.cpp's `convert_hf_to_gguf.py`: names through gguf-py's
+tensor-name map, q_proj/k_proj rows permuted for llama-family rotary layout (`LlamaModel.permute`;
+qwen2 keeps the HF layout), a tied `lm_head` dropped. Hyper-parameters come from config.json.
+The tokenizer comes from a GGUF of the same model (`tokenizer_from`) or, best effort, from
+`tokenizer.json` via gguf-py's vocab readers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ramp_edge.errors import ArtifactError, ConfigError, DependencyError
+from ramp_edge.models import SUPPORTED_HF_ARCHS, ModelInfo, ResolvedModel
+from ramp_edge.source import KVField, TensorSpec
+
+logger = logging.getLogger(__name__)
+
+
+def _permute(w: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:
+    """convert_hf_to_gguf.py LlamaModel.permute: HF rotary halves -> llama.cpp interleaved rows."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+class HFSource:
+    """A local Hugging Face directory opened for export (read-only)."""
+
+    def __init__(self, model: ResolvedModel, tokenizer_from: str | Path | None = None):
+        try:
+            from safetensors import safe_open
+        except ImportError as err:
+            raise DependencyError("safetensors is missing; run: pip install 'ramp-edge[torch]'") from err
+        self.model = model
+        self.path = Path(model.path)
+        try:
+            self.config = json.loads((self.path / "config.json").read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ArtifactError(f"{self.path}/config.json is unreadable ({err})") from None
+        archs = self.config.get("architectures") or []
+        if not archs or archs[0] not in SUPPORTED_HF_ARCHS:
+            raise ConfigError(
+                f"{self.path}: architecture {archs[:1]} is not supported; "
+                f"supported: {', '.join(SUPPORTED_HF_ARCHS)}"
+            )
+        self.hf_arch = archs[0]
+        self.arch = SUPPORTED_HF_ARCHS[self.hf_arch]
+        self._files = {}
+        for st in sorted(self.path.glob("*.safetensors")):
+            handle = safe_open(str(st), "np")
+            for key in handle.keys():
+                self._files[key] = handle
+        self.tokenizer_from = Path(tokenizer_from) if tokenizer_from else None
+        self.alignment = 32
+        import gguf
+
+        arch_enum = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2}[self.arch]
+        self._name_map = gguf.get_tensor_name_map(arch_enum, self.n_layer)
+        self._hf_by_gguf: dict[str, str] = {}
+        for key in self._files:
+            if key == "lm_head.weight" and self.tied:
+                continue
+            name = self._name_map.get_name(key, try_suffixes=(".weight", ".bias"))
+            if name is None:
+                logger.warning("skipping unmapped tensor %s", key)
+                continue
+            self._hf_by_gguf[name] = key
+
+    @property
+    def n_layer(self) -> int:
+        return int(self.config["num_hidden_layers"])
+
+    @property
+    def tied(self) -> bool:
+        return bool(self.config.get("tie_word_embeddings", False)) or "lm_head.weight" not in self._files
+
+    def _order(self, name: str) -> tuple[int, int, str]:
+        from ramp_edge.quant.presets import layer_index
+
+        li = layer_index(name)
+        return (0 if name.startswith("token_embd") else 2 if li < 0 else 1, li, name)
+
+    @cached_property
+    def specs(self) -> list[TensorSpec]:
+        out = []
+        for name in sorted(self._hf_by_gguf, key=self._order):
+            handle = self._files[self._hf_by_gguf[name]]
+            shape = tuple(int(x) for x in reversed(handle.get_slice(self._hf_by_gguf[name]).get_shape()))
+            out.append(TensorSpec(name, shape, "F32"))
+        return out
+
+    def spec(self, name: str) -> TensorSpec:
+        return next(s for s in self.specs if s.name == name)
+
+    def tensor(self, name: str) -> np.ndarray:
+        key = self._hf_by_gguf[name]
+        w = np.asarray(self._files[key].get_tensor(key), dtype=np.float32)
+        if self.arch == "llama":
+            n_head = int(self.config["num_attention_heads"])
+            n_kv = int(self.config.get("num_key_value_heads", n_head))
+            if name.endswith("attn_q.weight"):
+                w = _permute(w, n_head, n_head)
+            elif name.endswith("attn_k.weight"):
+                w = _permute(w, n_head, n_kv)
+        return w
+
+    def raw(self, name: str) -> tuple[np.ndarray, str]:
+        return self.tensor(name), "F32"
+
+    def field(self, key: str, default: Any = None) -> Any:
+        for kv in self.kv_fields():
+            if kv.key == key:
+                return kv.value
+        return default
+
+    @cached_property
+    def info(self) -> ModelInfo:
+        c = self.config
+        n_head = int(c["num_attention_heads"])
+        return ModelInfo(
+            arch=self.arch, n_layer=self.n_layer, n_embd=int(c["hidden_size"]),
+            n_ff=int(c["intermediate_size"]), n_head=n_head,
+            n_head_kv=int(c.get("num_key_value_heads", n_head)),
+            head_dim=int(c.get("head_dim") or c["hidden_size"] // n_head),
+            n_ctx_train=int(c.get("max_position_embeddings", 0)),
+            n_vocab=int(c["vocab_size"]), n_params=sum(s.n_params for s in self.specs),
+        )
+
+    def _hparam_fields(self) -> list[KVField]:
+        from gguf import GGUFValueType as T
+
+        c, a, i = self.config, self.arch, self.info
+        rope = c.get("rope_parameters") or {}
+        theta = float(rope.get("rope_theta", c.get("rope_theta", 10000.0)))
+        fields = [
+            KVField("general.name", self.path.name, T.STRING, None),
+            KVField(f"{a}.context_length", i.n_ctx_train, T.UINT32, None),
+            KVField(f"{a}.embedding_length", i.n_embd, T.UINT32, None),
+            KVField(f"{a}.feed_forward_length", i.n_ff, T.UINT32, None),
+            KVField(f"{a}.block_count", i.n_layer, T.UINT32, None),
+            KVField(f"{a}.attention.head_count", i.n_head, T.UINT32, None),
+            KVField(f"{a}.attention.head_count_kv", i.n_head_kv, T.UINT32, None),
+            KVField(f"{a}.rope.freq_base", theta, T.FLOAT32, None),
+            KVField(f"{a}.attention.layer_norm_rms_epsilon", float(c.get("rms_norm_eps", 1e-5)), T.FLOAT32, None),
+            KVField(f"{a}.rope.dimension_count", i.head_dim, T.UINT32, None),
+        ]
+        if i.head_dim != i.n_embd // i.n_head:
+            fields += [KVField(f"{a}.attention.key_length", i.head_dim, T.UINT32, None),
+                       KVField(f"{a}.attention.value_length", i.head_dim, T.UINT32, None)]
+        return fields
+
+    def _tokenizer_fields(self) -> list[KVField]:
+        if self.tokenizer_from is not None:
+            from ramp_edge.models import resolve
+            from ramp_edge.source import GGUFSource
+
+            donor = GGUFSource(resolve(str(self.tokenizer_from)))
+            return [kv for kv in donor.kv_fields() if kv.key.startswith("tokenizer.")]
+        if (self.path / "tokenizer.json").exists():
+            return self._vocab_from_tokenizer_json()
+        raise ConfigError(
+            f"{self.path} has no tokenizer.json; pass a GGUF of the same model with --tokenizer-from"
+        )
+
+    def _vocab_from_tokenizer_json(self) -> list[KVField]:
+        """Best effort: gguf-py's vocab readers (BPE or SentencePiece-style HF tokenizers)."""
+        import gguf
+        from gguf import GGUFValueType as T
+
+        spec = json.loads((self.path / "tokenizer.json").read_text())
+        is_bpe = spec.get("model", {}).get("type") == "BPE" and not spec.get("model", {}).get("byte_fallback")
+        vocab = gguf.vocab.BpeVocab(self.path) if is_bpe else gguf.vocab.LlamaHfVocab(self.path)
+        tokens, scores, types = [], [], []
+        for text, score, ttype in vocab.all_tokens():
+            tokens.append(text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text)
+            scores.append(score)
+            types.append(int(ttype))
+        fields = [
+            KVField("tokenizer.ggml.model", "gpt2" if is_bpe else "llama", T.STRING, None),
+            KVField("tokenizer.ggml.pre", "default", T.STRING, None),
+            KVField("tokenizer.ggml.tokens", tokens, T.ARRAY, T.STRING),
+            KVField("tokenizer.ggml.token_type", types, T.ARRAY, T.INT32),
+        ]
+        if not is_bpe:
+            fields.append(KVField("tokenizer.ggml.scores", scores, T.ARRAY, T.FLOAT32))
+        special = gguf.SpecialVocab(self.path, load_merges=is_bpe)
+        if is_bpe and special.merges:
+            fields.append(KVField("tokenizer.ggml.merges", list(special.merges), T.ARRAY, T.STRING))
+        for kind, tid in special.special_token_ids.items():
+            fields.append(KVField(f"tokenizer.ggml.{kind}_token_id", int(tid), T.UINT32, None))
+        if special.chat_template:
+            fields.append(KVField("tokenizer.chat_template", special.chat_template, T.STRING, None))
+        return fields
+
+    def kv_fields(self) -> list[KVField]:
+        return self._hparam_fields() + self._tokenizer_fields()
