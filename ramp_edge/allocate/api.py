@@ -10,7 +10,7 @@ import numpy as np
 from ramp_edge import recipe as recipes
 from ramp_edge.allocate import knapsack as ks
 from ramp_edge.allocate.budget import Budget
-from ramp_edge.allocate.sensitivity import SensitivityTable, measure_sensitivity
+from ramp_edge.allocate.sensitivity import SensitivityTable, calibrate, measure_sensitivity
 from ramp_edge.errors import BudgetError, ConfigError
 from ramp_edge.quant.export import plan_export
 from ramp_edge.quant.presets import PRESETS
@@ -84,6 +84,7 @@ def allocate(
     imatrix: Mapping[str, np.ndarray] | None = None,
     imatrix_id: str | None = None,
     progress: ProgressFn | None = None,
+    calibrate_roles: bool = True,
 ) -> Recipe:
     """Choose every tensor's type for `source` under `budget` with `method`."""
     if method not in METHODS:
@@ -93,6 +94,8 @@ def allocate(
     if method == "preset":
         return _largest_fitting(source, [p for p in PRESETS if p not in ("F32", "BF16")], budget, method)
     table = measure_sensitivity(source, imatrix=imatrix, imatrix_id=imatrix_id, progress=progress)
+    if calibrate_roles and getattr(source.model, "kind", "gguf") == "gguf":
+        table = calibrate(source, table, progress=progress)
     target = budget.target_bytes(source.info.n_params)
     capacity = target - 4096 - table.fixed_bytes  # refined by fit_to_budget with the exact header
     if method == "greedy":

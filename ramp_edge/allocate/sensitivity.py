@@ -134,3 +134,64 @@ def measure_sensitivity(
     if progress:
         progress(len(specs), len(specs), "sensitivity done")
     return table
+
+
+def calibrate(
+    source,
+    table: SensitivityTable,
+    probe_type: str = "Q4_0",
+    n_chunks: int = 2,
+    progress: ProgressFn | None = None,
+) -> SensitivityTable:
+    """Turn relative weight errors into KLD units with one real measurement per tensor role.
+
+    For each role (attn_q, ffn_down, token_embd, ...) we export the model with only that role's
+    tensors at `probe_type` (the rest keep the source bytes, i.e. zero error), measure the real
+    mean KLD of that file against the source, and scale the role's errors so they sum to it.
+    Roles differ by orders of magnitude in how much their weight error reaches the output;
+    this is what the proxy alone cannot know. Cached with the table.
+    """
+    import tempfile
+
+    from ramp_edge.evaluate.perplexity import kl_divergence
+    from ramp_edge.quant.export import export_model
+    from ramp_edge.quant.presets import category
+    from ramp_edge.recipe import Recipe
+
+    key = _cache_key(source, [probe_type, str(n_chunks), table.model_id], "calibration")
+    cache = paths.cache_dir("sensitivity") / f"{key}-roles.json"
+    if cache.exists():
+        coefs = json.loads(cache.read_text())
+    else:
+        roles: dict[str, list[TensorCosts]] = {}
+        for t in table.tensors:
+            roles.setdefault(category(t.name), []).append(t)
+        coefs = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, (role, tensors) in enumerate(sorted(roles.items())):
+                if progress:
+                    progress(i, len(roles), f"calibrating {role}")
+                probe = {}
+                for t in tensors:
+                    names = [o[0] for o in t.options]
+                    if probe_type in names:
+                        probe[t.name] = probe_type
+                err = sum(dict((o[0], o[2]) for o in t.options)[probe[t.name]]
+                          for t in tensors if t.name in probe)
+                if not probe or err <= 0:
+                    coefs[role] = 1.0
+                    continue
+                allocation = tuple((s.name, probe.get(s.name, s.source_type)) for s in source.specs)
+                path = Path(tmp) / f"{role}.gguf"
+                export_model(source, Recipe(table.model_id, allocation, "probe"), path)
+                kld = kl_divergence(path, source.path, n_chunks=n_chunks)
+                coefs[role] = max(kld.mean_kld, 1e-9) / err
+                path.unlink()
+        atomic_write_json(cache, coefs)
+    median = float(np.median(list(coefs.values())))
+    scaled = []
+    for t in table.tensors:
+        c = coefs.get(category(t.name), median)
+        scaled.append(TensorCosts(t.name, t.shape, t.n_params,
+                                  tuple((q, b, e * c) for q, b, e in t.options)))
+    return SensitivityTable(table.model_id, tuple(scaled), table.fixed_bytes)
