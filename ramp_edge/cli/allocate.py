@@ -21,9 +21,11 @@ from ramp_edge.cli._common import emit_json, human_bytes, json_option, open_mode
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the recipe JSON here.")
 @click.option("--tensor-type-file", type=click.Path(dir_okay=False),
               help="Also write llama-quantize's --tensor-type-file.")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="Scale the error table with one real KLD probe per tensor role (cached; ~1-2 min once).")
 @json_option
 def allocate(model: str, budget: str, method: str, policy: str | None, imatrix: str | None,
-             out: str | None, tensor_type_file: str | None, as_json: bool) -> None:
+             out: str | None, tensor_type_file: str | None, calibrate: bool, as_json: bool) -> None:
     """Allocate a quant type to every tensor of MODEL so the GGUF fits BUDGET.
 
     The file size that counts is the exported GGUF's, metadata included; the
@@ -46,7 +48,7 @@ def allocate(model: str, budget: str, method: str, policy: str | None, imatrix: 
     source = open_model(model)
     with progress("Allocating") as bar:
         recipe = run_allocate(source, b, method, policy=policy, imatrix=load_imatrix(imatrix),
-                              imatrix_id=imatrix, progress=bar)
+                              imatrix_id=imatrix, progress=bar, calibrate_roles=calibrate)
     plan = plan_export(source, recipe)
     if out:
         recipe.save(out)
