@@ -1,4 +1,4 @@
-"""Hardware-aware budgets: how big may a model's weights be on a device, and how fast will it decode.
+"""Hardware-aware budgets: how big a model's weights may be on a device, how fast they decode.
 
 Pure functions over a `DeviceProfile` and a model's shape; nothing here touches the disk.
 
@@ -143,7 +143,7 @@ class LatencyModel:
 
 
 def speed_factors(profile: DeviceProfile) -> dict[str, float]:
-    """Relative decode bandwidth per type: CPU priors (not for GPUs), then the profile's overrides."""
+    """Relative decode bandwidth per type: CPU priors (not GPUs), then the profile's overrides."""
     factors = dict(DEFAULT_SPEED_FACTORS) if profile.accelerator == "none" else {}
     factors.update(dict(profile.speed_factors))
     return factors
@@ -173,7 +173,9 @@ def fit_type_bandwidths(
     dominant = {max(b, key=b.__getitem__) for b, _ in runs}
     dominant |= {t for b, _ in runs for t, n in b.items() if n >= 0.5 * sum(b.values())}
     # first estimate: each run's whole-mix bandwidth, normalized by its dominant type's factor
-    ref0 = float(np.median([sum(b.values()) * tps / f(max(b, key=b.__getitem__)) for b, tps in runs]))
+    ref0 = float(
+        np.median([sum(b.values()) * tps / f(max(b, key=b.__getitem__)) for b, tps in runs])
+    )
     unknown = sorted(dominant)
     a = np.zeros((len(runs), len(unknown)))
     y = np.zeros(len(runs))
@@ -214,7 +216,8 @@ def latency_model(profile: DeviceProfile) -> LatencyModel:
     if profile.auto:
         if m is not None and m.bandwidth_copy_bytes_per_s:
             return LatencyModel(
-                reference_bandwidth_bytes_per_s=m.bandwidth_copy_bytes_per_s * DEFAULT_DECODE_EFFICIENCY,
+                reference_bandwidth_bytes_per_s=m.bandwidth_copy_bytes_per_s
+                * DEFAULT_DECODE_EFFICIENCY,
                 source="probe",
                 note=(
                     f"copy bandwidth {m.bandwidth_copy_bytes_per_s / 1e9:.1f} GB/s x decode "
@@ -224,7 +227,8 @@ def latency_model(profile: DeviceProfile) -> LatencyModel:
                 factors=tuple(sorted(factors.items())),
             )
         return LatencyModel(
-            profile.bandwidth_effective_bytes_per_s, "placeholder",
+            profile.bandwidth_effective_bytes_per_s,
+            "placeholder",
             f"{profile.id} has not been measured; run ramp-edge profile --device {profile.id}",
             tuple(sorted(factors.items())),
         )
@@ -264,7 +268,7 @@ def predict_tps(
 
 
 def compute_buffer_bytes(info: ModelInfo, n_ctx: int, n_ubatch: int = DEFAULT_N_UBATCH) -> int:
-    """llama.cpp's CPU compute buffer for a context (flash attention off, llama-cpp-python's default).
+    """llama.cpp's CPU compute buffer for a context (flash attention off, as llama-cpp-python).
 
     The graph scheduler reuses memory between nodes, so the buffer is the larger of the two big
     intermediates plus what lives beside them (all F32):
@@ -350,11 +354,12 @@ def geometry_from_specs(specs: Iterable[_Spec]) -> ModelGeometry:
 
 
 def geometry_from_info(info: ModelInfo) -> ModelGeometry:
-    """Approximate geometry from hyper-parameters alone (norms F32, every matrix read, 32-blocks)."""
+    """Approximate geometry from hyper-parameters (norms F32, every matrix read, 32-blocks)."""
     fixed = 4 * (info.n_layer * 2 * info.n_embd + info.n_embd)
     n_q = max(1, info.n_params - fixed // 4)
     smallest = min(
-        t.bits_per_weight for t in CATALOGUE.values()
+        t.bits_per_weight
+        for t in CATALOGUE.values()
         if t.allocatable and t.block_size == 32 and not t.needs_imatrix
     )
     return ModelGeometry(n_q, n_q, fixed, fixed + int(n_q * smallest / 8), fixed + 2 * n_q)
@@ -405,7 +410,9 @@ class BudgetResult:
         d["latency_limit_bpw"] = (
             None
             if self.latency_limit_bytes is None
-            else round((self.latency_limit_bytes - self.fixed_bytes) * 8 / self.n_params_quantizable, 4)
+            else round(
+                (self.latency_limit_bytes - self.fixed_bytes) * 8 / self.n_params_quantizable, 4
+            )
         )
         d["latency_budget_ms_per_token"] = self.latency_budget_ms_per_token
         d["budget_bpw"] = round(self.budget_bpw, 4)
@@ -429,14 +436,21 @@ def _fmt_bytes(n: float) -> str:
 
 
 def _memory_overheads(info: ModelInfo, n_ctx: int, n_ubatch: int) -> int:
-    return info.kv_cache_bytes(n_ctx) + compute_buffer_bytes(info, n_ctx, n_ubatch) + RUNTIME_OVERHEAD_BYTES
+    return (
+        info.kv_cache_bytes(n_ctx)
+        + compute_buffer_bytes(info, n_ctx, n_ubatch)
+        + RUNTIME_OVERHEAD_BYTES
+    )
 
 
 def max_feasible_ctx(
-    profile: DeviceProfile, info: ModelInfo, weights_bytes: int, headroom: float,
+    profile: DeviceProfile,
+    info: ModelInfo,
+    weights_bytes: int,
+    headroom: float,
     n_ubatch: int = DEFAULT_N_UBATCH,
 ) -> int:
-    """The largest context (multiple of 256, up to n_ctx_train) at which `weights_bytes` fits; 0 if none."""
+    """The largest ctx (a multiple of 256, <= n_ctx_train) at which `weights_bytes` fits, or 0."""
     allowed = profile.ram_usable_bytes * headroom - weights_bytes
     top = max(256, info.n_ctx_train or 131072)
     lo, hi = 0, top // 256
@@ -500,7 +514,7 @@ def compute_budget(
     if memory_limit < geo.min_weights_bytes:
         need = (geo.min_weights_bytes + kv + compute + RUNTIME_OVERHEAD_BYTES) / headroom
         ctx_ok = max_feasible_ctx(profile, info, geo.min_weights_bytes, headroom, n_ubatch)
-        nearest["min_ram_usable_bytes"] = int(math.ceil(need))
+        nearest["min_ram_usable_bytes"] = math.ceil(need)
         nearest["max_ctx"] = ctx_ok
         hint = f"--ctx {ctx_ok}" if ctx_ok >= 256 else "a smaller model"
         problems.append(
@@ -536,7 +550,8 @@ def compute_budget(
     predicted = lm.tokens_per_s({REFERENCE_TYPE: geo.read_bytes(bpw)})
 
     mem_text = (
-        f"memory allows {_fmt_bytes(memory_limit)} of weights ({_fmt_bytes(profile.ram_usable_bytes)} "
+        f"memory allows {_fmt_bytes(memory_limit)} of weights "
+        f"({_fmt_bytes(profile.ram_usable_bytes)} "
         f"usable x {headroom} headroom, minus KV cache {_fmt_bytes(kv)} at ctx {n_ctx}, compute "
         f"buffers {_fmt_bytes(compute)} and runtime {_fmt_bytes(RUNTIME_OVERHEAD_BYTES)})"
     )
@@ -545,7 +560,8 @@ def compute_budget(
         if latency_limit is None
         else (
             f"{min_tps:g} tok/s allows {_fmt_bytes(latency_limit)} ({_fmt_bytes(read_limit)} read "
-            f"per token at {bw / 1e9:.1f} GB/s effective {REFERENCE_TYPE} decode bandwidth, {lm.source}"
+            f"per token at {bw / 1e9:.1f} GB/s effective {REFERENCE_TYPE} decode bandwidth, "
+            f"{lm.source}"
             + (
                 f", after {lm.overhead_s_per_token * 1000:.1f} ms fixed cost per token)"
                 if lm.overhead_s_per_token
@@ -554,7 +570,9 @@ def compute_budget(
         )
     )
     if binding == "memory":
-        lead = "memory binds: " + mem_text + (f"; latency is looser: {lat_text}" if lat_text else "")
+        lead = (
+            "memory binds: " + mem_text + (f"; latency is looser: {lat_text}" if lat_text else "")
+        )
     elif binding == "latency":
         lead = f"latency binds: {lat_text}; memory is looser: {mem_text}"
     else:
@@ -563,7 +581,10 @@ def compute_budget(
             + mem_text
             + (f"; {lat_text}" if lat_text else "")
         )
-    explanation = f"{lead}. Budget {_fmt_bytes(budget)} = {bpw:.2f} bpw over {geo.n_params_quantizable:,} weights."
+    explanation = (
+        f"{lead}. Budget {_fmt_bytes(budget)} = {bpw:.2f} bpw over "
+        f"{geo.n_params_quantizable:,} weights."
+    )
 
     return BudgetResult(
         device=profile.id,

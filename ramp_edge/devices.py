@@ -154,6 +154,7 @@ class MeasuredProfile:
     llama_system_info: str = ""
     llama_cpp_version: str = ""
     type_speeds: tuple[TypeSpeed, ...] = ()
+    load_avg_1m: float | None = None  # host load when measured: other jobs slow llama.cpp down
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -180,6 +181,7 @@ class MeasuredProfile:
             llama_system_info=str(d.get("llama_system_info", "")),
             llama_cpp_version=str(d.get("llama_cpp_version", "")),
             type_speeds=tuple(TypeSpeed.from_dict(s) for s in d.get("type_speeds", ())),
+            load_avg_1m=None if d.get("load_avg_1m") is None else float(d["load_avg_1m"]),
         )
 
 
@@ -377,10 +379,14 @@ def parse_profile(doc: Mapping[str, Any], path: Path) -> DeviceProfile:
         )
     pid = f.string("id")
     if pid != path.stem:
-        raise ConfigError(f"{path.name}: field 'id' must equal the file name {path.stem!r}, got {pid!r}")
+        raise ConfigError(
+            f"{path.name}: field 'id' must equal the file name {path.stem!r}, got {pid!r}"
+        )
     arch = normalize_arch(f.string("arch"))
     if arch not in ARCHES:
-        raise ConfigError(f"{path.name}: field 'arch' must be one of {', '.join(ARCHES)}, got {arch!r}")
+        raise ConfigError(
+            f"{path.name}: field 'arch' must be one of {', '.join(ARCHES)}, got {arch!r}"
+        )
     cores = f.integer("cores")
     auto = f.boolean("auto", False)
 
@@ -392,7 +398,8 @@ def parse_profile(doc: Mapping[str, Any], path: Path) -> DeviceProfile:
     overhead_ms = mem.get("token_overhead_ms", 0.0)
     if isinstance(overhead_ms, bool) or not isinstance(overhead_ms, int | float) or overhead_ms < 0:
         raise ConfigError(
-            f"{path.name}: field 'memory.token_overhead_ms' must be a number >= 0, got {overhead_ms!r}"
+            f"{path.name}: field 'memory.token_overhead_ms' must be a number >= 0, "
+            f"got {overhead_ms!r}"
         )
     bandwidth_note = mem.string("bandwidth_note", "")
     mem.check_unknown()
@@ -413,7 +420,9 @@ def parse_profile(doc: Mapping[str, Any], path: Path) -> DeviceProfile:
 
     refs_doc = f.get("reference", [])
     if not isinstance(refs_doc, list):
-        raise ConfigError(f"{path.name}: field 'reference' must be an array of tables ([[reference]])")
+        raise ConfigError(
+            f"{path.name}: field 'reference' must be an array of tables ([[reference]])"
+        )
     refs = tuple(_parse_reference(item, path, i) for i, item in enumerate(refs_doc))
 
     profile = DeviceProfile(

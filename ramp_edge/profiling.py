@@ -61,7 +61,9 @@ class ProbeOptions:
 
 
 DEFAULT_OPTIONS = ProbeOptions()
-FAST_OPTIONS = ProbeOptions(n_prompt=16, n_gen=8, repetitions=1, bandwidth_bytes=16 << 20, bandwidth_repeats=2)
+FAST_OPTIONS = ProbeOptions(
+    n_prompt=16, n_gen=8, repetitions=1, bandwidth_bytes=16 << 20, bandwidth_repeats=2
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,21 +71,45 @@ FAST_OPTIONS = ProbeOptions(n_prompt=16, n_gen=8, repetitions=1, bandwidth_bytes
 
 # /proc/cpuinfo flag -> ramp-edge feature name (the names llama.cpp's system info uses, lower case)
 _X86_FLAGS = {
-    "sse3": "sse3", "pni": "sse3", "ssse3": "ssse3", "avx": "avx", "avx2": "avx2", "fma": "fma",
-    "f16c": "f16c", "avx_vnni": "avx_vnni", "avx512f": "avx512", "avx512bw": "avx512bw",
-    "avx512_vnni": "avx512_vnni", "avx512_vbmi": "avx512_vbmi", "avx512_bf16": "avx512_bf16",
-    "amx_tile": "amx", "amx_int8": "amx_int8", "bmi2": "bmi2",
+    "sse3": "sse3",
+    "pni": "sse3",
+    "ssse3": "ssse3",
+    "avx": "avx",
+    "avx2": "avx2",
+    "fma": "fma",
+    "f16c": "f16c",
+    "avx_vnni": "avx_vnni",
+    "avx512f": "avx512",
+    "avx512bw": "avx512bw",
+    "avx512_vnni": "avx512_vnni",
+    "avx512_vbmi": "avx512_vbmi",
+    "avx512_bf16": "avx512_bf16",
+    "amx_tile": "amx",
+    "amx_int8": "amx_int8",
+    "bmi2": "bmi2",
 }
 _ARM_FLAGS = {
-    "asimd": "neon", "neon": "neon", "asimddp": "dotprod", "i8mm": "i8mm", "sve": "sve",
-    "sve2": "sve2", "asimdhp": "fp16", "fphp": "fp16", "bf16": "bf16", "aes": "crypto",
-    "crc32": "crc32", "sme": "sme",
+    "asimd": "neon",
+    "neon": "neon",
+    "asimddp": "dotprod",
+    "i8mm": "i8mm",
+    "sve": "sve",
+    "sve2": "sve2",
+    "asimdhp": "fp16",
+    "fphp": "fp16",
+    "bf16": "bf16",
+    "aes": "crypto",
+    "crc32": "crc32",
+    "sme": "sme",
 }
 # macOS sysctl hw.optional.* -> feature name
 _DARWIN_FLAGS = {
-    "hw.optional.neon": "neon", "hw.optional.arm.FEAT_DotProd": "dotprod",
-    "hw.optional.arm.FEAT_I8MM": "i8mm", "hw.optional.arm.FEAT_FP16": "fp16",
-    "hw.optional.arm.FEAT_BF16": "bf16", "hw.optional.arm.FEAT_SME": "sme",
+    "hw.optional.neon": "neon",
+    "hw.optional.arm.FEAT_DotProd": "dotprod",
+    "hw.optional.arm.FEAT_I8MM": "i8mm",
+    "hw.optional.arm.FEAT_FP16": "fp16",
+    "hw.optional.arm.FEAT_BF16": "bf16",
+    "hw.optional.arm.FEAT_SME": "sme",
 }
 
 
@@ -103,7 +129,9 @@ def _darwin_sysctl(name: str) -> str:
     import subprocess
 
     try:
-        out = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5, check=False)
+        out = subprocess.run(
+            ["sysctl", "-n", name], capture_output=True, text=True, timeout=5, check=False
+        )
     except (OSError, subprocess.SubprocessError):
         return ""
     return out.stdout.strip()
@@ -112,9 +140,13 @@ def _darwin_sysctl(name: str) -> str:
 def cpu_features() -> tuple[str, ...]:
     """[agent-safe] This host's CPU features (neon, dotprod, i8mm, avx2, avx512, ...)."""
     if platform.system() == "Darwin":
-        return tuple(sorted(feat for key, feat in _DARWIN_FLAGS.items() if _darwin_sysctl(key) == "1"))
+        return tuple(
+            sorted(feat for key, feat in _DARWIN_FLAGS.items() if _darwin_sysctl(key) == "1")
+        )
     try:
-        return parse_cpu_features(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
+        return parse_cpu_features(
+            Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        )
     except OSError:
         return ()
 
@@ -230,7 +262,19 @@ class GGUFTensorInfo:
     n_bytes: int
 
 
-_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_SCALAR = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
 
 
 def read_gguf_tensors(path: str | os.PathLike[str]) -> list[GGUFTensorInfo]:
@@ -322,11 +366,20 @@ def _require_llama():  # type: ignore[no-untyped-def]
     try:
         import llama_cpp
     except ImportError:
-        raise DependencyError("llama-cpp-python is not installed; run: pip install ramp-edge") from None
+        raise DependencyError(
+            "llama-cpp-python is not installed; run: pip install ramp-edge"
+        ) from None
+    # llama-cpp-python forwards llama.cpp's C log (one line per tensor when quantizing) to
+    # stderr unless this logger's level is above INFO; keep errors only.
+    llama_logger = logging.getLogger("llama-cpp-python")
+    if llama_logger.level < logging.ERROR:
+        llama_logger.setLevel(logging.ERROR)
     return llama_cpp
 
 
-def quantize_pure(src: str | os.PathLike[str], dst: str | os.PathLike[str], qtype: str, threads: int = 0) -> Path:
+def quantize_pure(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], qtype: str, threads: int = 0
+) -> Path:
     """[agent-safe] Requantize a GGUF so every weight matrix has `qtype` (llama-quantize --pure).
 
     Rows the type's block does not fit fall back as llama.cpp decides (tensor_type_fallback).
@@ -345,7 +398,9 @@ def quantize_pure(src: str | os.PathLike[str], dst: str | os.PathLike[str], qtyp
     params.allow_requantize = True
     params.pure = True
     params.nthread = threads
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(partial).encode(), ctypes.byref(params))
+    rc = llama_cpp.llama_model_quantize(
+        str(src).encode(), str(partial).encode(), ctypes.byref(params)
+    )
     if rc != 0 or not partial.exists():
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
@@ -379,8 +434,14 @@ def _load(path: Path, n_ctx: int, n_batch: int, n_threads: int) -> Iterator[obje
     llama_cpp = _require_llama()
     try:
         llm = llama_cpp.Llama(
-            model_path=str(path), n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
-            n_threads=n_threads, n_threads_batch=n_threads, logits_all=False, verbose=False,
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_ubatch=n_batch,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            logits_all=False,
+            verbose=False,
         )
     except (ValueError, RuntimeError) as err:
         raise ArtifactError(f"llama.cpp could not load {path}: {err}") from None
@@ -439,13 +500,16 @@ def measure_llama_speed(
             data = llama_cpp.llama_perf_context(ctx)
             if data.t_eval_ms <= 0 or data.n_eval != n_gen:
                 raise RampEdgeError(
-                    f"llama.cpp timed {data.n_eval} of {n_gen} generated tokens; cannot measure speed"
+                    f"llama.cpp timed {data.n_eval} of {n_gen} generated tokens; "
+                    "cannot measure speed"
                 )
             tg.append(n_gen / data.t_eval_ms * 1000.0)
     return LlamaSpeed(str(path), n_threads, n_prompt, n_gen, tuple(pp) or (0.0,), tuple(tg))
 
 
-def type_speed(path: str | os.PathLike[str], qtype: str, model: str, speed: LlamaSpeed) -> TypeSpeed:
+def type_speed(
+    path: str | os.PathLike[str], qtype: str, model: str, speed: LlamaSpeed
+) -> TypeSpeed:
     """[agent-safe] A TypeSpeed record for a measured GGUF."""
     tensors = read_gguf_tensors(path)
     return TypeSpeed(
@@ -486,7 +550,13 @@ def measure_type_speeds(
         speed = measure_llama_speed(
             target, options.n_prompt, options.n_gen, options.repetitions, n_threads=n_threads
         )
-        logger.info("%s %s: pp %.1f tok/s, tg %.1f tok/s", model, key, speed.pp_tokens_per_s, speed.tg_tokens_per_s)
+        logger.info(
+            "%s %s: pp %.1f tok/s, tg %.1f tok/s",
+            model,
+            key,
+            speed.pp_tokens_per_s,
+            speed.tg_tokens_per_s,
+        )
         out.append(type_speed(target, key, model, speed))
     progress(len(types), len(types), "llama.cpp speed")
     return out
@@ -504,6 +574,7 @@ def measure_host(
     types: Sequence[str] = DEFAULT_TYPES,
     options: ProbeOptions = DEFAULT_OPTIONS,
     bandwidth: bool = True,
+    n_threads: int | None = None,
     progress: ProgressFn = _no_progress,
 ) -> MeasuredProfile:
     """[agent-safe] Measure this host. Without `reference`, only host facts and bandwidth.
@@ -514,6 +585,16 @@ def measure_host(
         work_dir: where the per-type GGUFs are cached (required with `reference`).
     """
     facts = host_facts()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if load is not None and load > 0.5 * int(facts["logical_cpus"]):  # type: ignore[call-overload]
+        # llama.cpp's threads meet at a barrier per graph node; one descheduled thread stalls
+        # all of them (on a shared 2-core VM, 2 threads fell from ~120 to ~5 tok/s).
+        logger.warning(
+            "load average %.1f on %s CPUs: other jobs compete, so speeds will be low and noisy; "
+            "measure an idle host, or use fewer threads on a shared one",
+            load,
+            facts["logical_cpus"],
+        )
     steps = 1 + (1 if bandwidth else 0) + (len(types) if reference is not None else 0)
     progress(0, steps, "host facts")
     bw = None
@@ -530,7 +611,9 @@ def measure_host(
         def sub(i: float, n: float, desc: str = "") -> None:
             progress(done + i, steps, desc)
 
-        speeds = measure_type_speeds(reference, model, work_dir, types, options, progress=sub)
+        speeds = measure_type_speeds(
+            reference, model, work_dir, types, options, n_threads=n_threads, progress=sub
+        )
     progress(steps, steps, "done")
     return MeasuredProfile(
         device=device,
@@ -548,6 +631,7 @@ def measure_host(
         llama_system_info=llama_system_info(),
         llama_cpp_version=llama_cpp_version(),
         type_speeds=tuple(speeds),
+        load_avg_1m=None if load is None else round(load, 2),
     )
 
 
@@ -566,6 +650,7 @@ def profile_localhost(
     types: Sequence[str] = DEFAULT_TYPES,
     fast: bool = False,
     llama: bool = True,
+    n_threads: int | None = None,
     progress: ProgressFn = _no_progress,
 ) -> MeasuredProfile:
     """Measure this machine for `device`, timing `model` (a ramp-edge model ref) at `types`."""
@@ -577,7 +662,9 @@ def profile_localhost(
     if llama:
         resolved = resolve(model)
         if resolved.kind != "gguf":
-            raise ConfigError(f"the speed probe needs a GGUF reference model, got {resolved.kind} {model!r}")
+            raise ConfigError(
+                f"the speed probe needs a GGUF reference model, got {resolved.kind} {model!r}"
+            )
         reference = resolved.path
         work_dir = paths.cache_dir("profiles", resolved.model_id)
         model = resolved.model_id
@@ -588,6 +675,7 @@ def profile_localhost(
         work_dir=work_dir,
         types=types,
         options=FAST_OPTIONS if fast else DEFAULT_OPTIONS,
+        n_threads=n_threads,
         progress=progress,
     )
 
@@ -598,6 +686,10 @@ def ensure_measured(profile: DeviceProfile, progress: ProgressFn = _no_progress)
         return profile
     logger.warning(
         "%s has no stored measurement; using a quick probe (no llama.cpp speeds). "
-        "For measured speeds run: ramp-edge profile --device %s", profile.id, profile.id,
+        "For measured speeds run: ramp-edge profile --device %s",
+        profile.id,
+        profile.id,
     )
-    return profile.merged(measure_host(profile.id, reference=None, options=FAST_OPTIONS, progress=progress))
+    return profile.merged(
+        measure_host(profile.id, reference=None, options=FAST_OPTIONS, progress=progress)
+    )

@@ -100,7 +100,9 @@ class Store:
         self._lock = threading.Lock()
         try:
             # autocommit mode: each statement commits unless inside an explicit transaction
-            self._db = sqlite3.connect(self.path, timeout=10.0, check_same_thread=False, isolation_level=None)
+            self._db = sqlite3.connect(
+                self.path, timeout=10.0, check_same_thread=False, isolation_level=None
+            )
             self._db.execute("PRAGMA busy_timeout = 10000")
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -140,7 +142,9 @@ class Store:
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     # another process may have migrated while we waited for the write lock
-                    done = db.execute("SELECT 1 FROM _migrations WHERE version = ?", (version,)).fetchone()
+                    done = db.execute(
+                        "SELECT 1 FROM _migrations WHERE version = ?", (version,)
+                    ).fetchone()
                     if done is None:
                         migration(db)
                         db.execute(
@@ -155,7 +159,9 @@ class Store:
     @property
     def schema_version(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT COALESCE(MAX(version), 0) FROM _migrations").fetchone()[0])
+            return int(
+                self._db.execute("SELECT COALESCE(MAX(version), 0) FROM _migrations").fetchone()[0]
+            )
 
     @property
     def journal_mode(self) -> str:
@@ -164,14 +170,18 @@ class Store:
 
     # -- generic results -------------------------------------------------------------------
 
-    def add_result(self, kind: str, device: str, host: str, artifact: str, payload: dict[str, Any]) -> int:
+    def add_result(
+        self, kind: str, device: str, host: str, artifact: str, payload: dict[str, Any]
+    ) -> int:
         """Store one result and commit at once; returns its id."""
         if not kind:
             raise RampEdgeError("a result needs a kind")
         try:
             text = json.dumps(payload, sort_keys=True, allow_nan=True)
         except (TypeError, ValueError) as err:
-            raise RampEdgeError(f"result payload for {kind} is not JSON-serializable: {err}") from None
+            raise RampEdgeError(
+                f"result payload for {kind} is not JSON-serializable: {err}"
+            ) from None
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO results (kind, device, host, artifact, created_utc, payload) "
@@ -195,7 +205,9 @@ class Store:
         sql += " ORDER BY id"
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
-        return [ResultRow(r[0], r[1], r[2], r[3], r[4], r[5], self._load_json(r[6], r[0])) for r in rows]
+        return [
+            ResultRow(r[0], r[1], r[2], r[3], r[4], r[5], self._load_json(r[6], r[0])) for r in rows
+        ]
 
     def _load_json(self, text: str, row_id: int) -> dict[str, Any]:
         try:
@@ -216,8 +228,12 @@ class Store:
                 "(device, host, created_utc, agent_version, ramp_edge_version, payload) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (
-                    measured.device, measured.host, measured.created_utc, measured.agent_version,
-                    __version__, json.dumps(measured.to_dict(), sort_keys=True),
+                    measured.device,
+                    measured.host,
+                    measured.created_utc,
+                    measured.agent_version,
+                    __version__,
+                    json.dumps(measured.to_dict(), sort_keys=True),
                 ),
             )
             return int(cur.lastrowid or 0)
@@ -236,14 +252,17 @@ class Store:
             try:
                 out.append(MeasuredProfile.from_dict(self._load_json(text, row_id)))
             except (KeyError, TypeError, ValueError) as err:
-                raise ArtifactError(f"{self.path}: measured profile {row_id} is malformed ({err})") from None
+                raise ArtifactError(
+                    f"{self.path}: measured profile {row_id} is malformed ({err})"
+                ) from None
         return out
 
     def latest_measured_profile(self, device: str) -> MeasuredProfile | None:
         """The newest measurement stored for `device` (an id, not an alias), or None."""
         with self._lock:
             row = self._db.execute(
-                "SELECT id, payload FROM measured_profiles WHERE device = ? ORDER BY id DESC LIMIT 1",
+                "SELECT id, payload FROM measured_profiles WHERE device = ? "
+                "ORDER BY id DESC LIMIT 1",
                 (device,),
             ).fetchone()
         if row is None:
@@ -251,10 +270,11 @@ class Store:
         try:
             return MeasuredProfile.from_dict(self._load_json(row[1], row[0]))
         except (KeyError, TypeError, ValueError) as err:
-            raise ArtifactError(f"{self.path}: measured profile {row[0]} is malformed ({err})") from None
+            raise ArtifactError(
+                f"{self.path}: measured profile {row[0]} is malformed ({err})"
+            ) from None
 
     def profile(self, name: str) -> DeviceProfile:
         """The static profile `name` (id or alias) with its latest measurement merged over it."""
         pid = resolve_name(name)
         return load_profile(pid, measured=self.latest_measured_profile(pid))
-

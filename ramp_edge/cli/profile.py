@@ -141,7 +141,7 @@ def profile(
     )
     out_console.print(facts)
     if measured.type_speeds:
-        speeds = Table(title=f"llama.cpp speed, {measured.type_speeds[0].n_threads} threads")
+        speeds = Table(title=f"llama.cpp speed (threads: {measured.type_speeds[0].n_threads})")
         for col in ("type", "model", "MiB read/token", "pp t/s", "tg t/s", "effective GB/s"):
             speeds.add_column(col, justify="right" if col != "model" else "left")
         for s in measured.type_speeds:

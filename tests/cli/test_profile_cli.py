@@ -1,0 +1,60 @@
+"""`ramp-edge profile`: --help, host-only and real llama.cpp measurements, --host refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ramp_edge.store import Store
+
+
+def test_help(invoke):
+    result = invoke(["profile", "--help"])
+    assert result.exit_code == 0 and "Example:" in result.stdout and "--host" in result.stdout
+
+
+def test_host_flag_refused_until_deploy(invoke):
+    result = invoke(["profile", "--device", "pi5", "--host", "pi@10.0.0.5"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        "Error: measuring over SSH (--host pi@10.0.0.5) arrives with the deploy"
+    )
+
+
+def test_wrong_arch_refused(invoke):
+    import platform
+
+    other = "raspberry-pi-5-8gb" if platform.machine() in ("x86_64", "AMD64") else "laptop-x86"
+    result = invoke(["profile", "--device", other, "--no-llama"])
+    assert result.exit_code == 3 and "run the profile on the device itself" in result.stderr
+
+
+def test_host_only_measurement_is_stored(invoke):
+    result = invoke(["profile", "--no-llama", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["measured"]["device"] == "localhost" and doc["measured"]["type_speeds"] == []
+    assert doc["latency_model"]["source"] == "probe"
+    with Store() as s:
+        assert s.latest_measured_profile("localhost").host == doc["measured"]["host"]
+    result = invoke(["profile", "--no-llama", "--no-save"])
+    assert result.exit_code == 0 and "not stored" in result.stdout
+    with Store() as s:
+        assert len(s.measured_profiles("localhost")) == 1
+
+
+@pytest.mark.llama
+@pytest.mark.slow
+def test_fast_llama_profile_then_budget(invoke, smollm2):
+    result = invoke(["profile", "--fast", "--types", "Q4_0", "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    (speed,) = doc["measured"]["type_speeds"]
+    assert speed["qtype"] == "Q4_0" and speed["tg_tokens_per_s"] > 0
+    assert doc["latency_model"]["source"] == "measured"
+    result = invoke(
+        ["budget", "--device", "localhost", "--model", "smollm2-135m", "--min-tps", "0.5", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["bandwidth_source"] == "measured"

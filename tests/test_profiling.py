@@ -1,0 +1,172 @@
+"""The host probe: CPU flags, host facts, bandwidth, the stdlib GGUF reader, llama.cpp speed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ramp_edge import profiling
+from ramp_edge.budget import latency_model
+from ramp_edge.devices import load_profile
+from ramp_edge.errors import ArtifactError, ConfigError
+
+X86 = """processor\t: 0
+model name\t: AMD EPYC 9654
+flags\t\t: fpu sse3 ssse3 fma avx f16c avx2 avx512f avx512bw avx512_vnni avx_vnni bmi2
+"""
+PI5 = """processor\t: 0
+BogoMIPS\t: 108.00
+Features\t: fp asimd evtstrm aes pmull crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc asimddp
+CPU implementer\t: 0x41
+"""
+PI4 = "Features\t: fp asimd evtstrm crc32 cpuid\n"
+
+
+def test_cpu_features_x86():
+    feats = profiling.parse_cpu_features(X86)
+    assert {"avx2", "avx512", "avx512_vnni", "fma", "f16c", "avx_vnni"} <= set(feats)
+    assert feats == tuple(sorted(feats))
+
+
+def test_cpu_features_arm():
+    assert {"neon", "dotprod", "fp16", "crypto"} <= set(profiling.parse_cpu_features(PI5))
+    assert "i8mm" not in profiling.parse_cpu_features(PI5)
+    assert profiling.parse_cpu_features(PI4) == ("crc32", "neon")
+
+
+def test_host_facts():
+    facts = profiling.host_facts()
+    assert facts["arch"] in ("x86_64", "aarch64")
+    assert 1 <= facts["cores"] <= facts["logical_cpus"]
+    assert 0 < facts["ram_available_bytes"] <= facts["ram_total_bytes"]
+
+
+def test_copy_bandwidth_is_plausible():
+    bw = profiling.measure_copy_bandwidth(8 << 20, repeats=2)
+    assert 0.2e9 < bw < 2e12
+
+
+def test_quick_probe_merges_into_localhost():
+    measured = profiling.quick_probe()
+    assert measured.device == "localhost" and measured.type_speeds == ()
+    assert measured.agent_version == profiling.AGENT_VERSION
+    merged = profiling.ensure_measured(load_profile("localhost"))
+    assert merged.measured is not None and merged.ram_usable_bytes > 1 << 30
+    assert latency_model(merged).source == "probe"
+    pi5 = load_profile("pi5")
+    assert profiling.ensure_measured(pi5) is pi5  # static profiles are not probed
+
+
+def _write_gguf(path: Path, tied: bool) -> None:
+    from gguf import GGMLQuantizationType, GGUFWriter
+    from gguf.quants import quantize
+
+    writer = GGUFWriter(path, "llama")
+    writer.add_string("tokenizer.ggml.model", "gpt2")
+    writer.add_array("tokenizer.ggml.tokens", ["a", "b", "c"])
+    writer.add_uint32("llama.block_count", 1)
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((100, 64)).astype(np.float32)
+    writer.add_tensor(
+        "token_embd.weight",
+        quantize(emb, GGMLQuantizationType.Q8_0),
+        raw_dtype=GGMLQuantizationType.Q8_0,
+    )
+    writer.add_tensor("blk.0.attn_norm.weight", np.ones(64, dtype=np.float32))
+    writer.add_tensor("blk.0.ffn_down.weight", rng.standard_normal((32, 64)).astype(np.float16))
+    if not tied:
+        out = rng.standard_normal((100, 64)).astype(np.float32)
+        writer.add_tensor(
+            "output.weight",
+            quantize(out, GGMLQuantizationType.Q4_0),
+            raw_dtype=GGMLQuantizationType.Q4_0,
+        )
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_stdlib_gguf_reader_matches_gguf_py(tmp_path, tied):
+    from gguf import GGUFReader
+
+    path = tmp_path / "t.gguf"
+    _write_gguf(path, tied)
+    ours = profiling.read_gguf_tensors(path)
+    theirs = GGUFReader(path).tensors
+    assert [(t.name, t.shape, t.ggml_type, t.n_bytes) for t in ours] == [
+        (t.name, tuple(int(x) for x in t.shape), t.tensor_type.name, int(t.n_bytes)) for t in theirs
+    ]
+    read = profiling.bytes_read_per_token(ours)
+    if tied:  # the embedding is the output matrix: read in full
+        assert read == {"F16": 32 * 64 * 2, "Q8_0": 100 * 2 * 34}
+    else:  # the embedding is a row lookup; output.weight is read instead
+        assert read == {"F16": 32 * 64 * 2, "Q4_0": 100 * 2 * 18}
+
+
+def test_gguf_reader_rejects_bad_files(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"NOPE" + b"\0" * 40)
+    with pytest.raises(ArtifactError, match="bad magic"):
+        profiling.read_gguf_tensors(bad)
+    good = tmp_path / "good.gguf"
+    _write_gguf(good, tied=True)
+    (tmp_path / "cut.gguf").write_bytes(good.read_bytes()[:60])
+    with pytest.raises(ArtifactError, match="truncated"):
+        profiling.read_gguf_tensors(tmp_path / "cut.gguf")
+
+
+def test_quantize_pure_rejects_bad_types(tmp_path):
+    with pytest.raises(ConfigError, match="unknown quant type"):
+        profiling.quantize_pure(tmp_path / "a", tmp_path / "b", "Q9_9")
+    with pytest.raises(ConfigError, match="importance matrix"):
+        profiling.quantize_pure(tmp_path / "a", tmp_path / "b", "IQ2_XS")
+
+
+def test_probe_core_stays_agent_safe():
+    """The probe imports no torch, transformers, gguf, rich or click."""
+    code = (
+        "import sys, ramp_edge.profiling as p; p.host_facts(); "
+        "heavy = {'torch','transformers','gguf','rich','click','paramiko'}; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.llama
+def test_measure_llama_speed_fast(smollm2):
+    opts = profiling.FAST_OPTIONS
+    # one thread: on a busy shared CI host, OpenMP threads stall each other at every barrier
+    speed = profiling.measure_llama_speed(
+        smollm2, opts.n_prompt, opts.n_gen, opts.repetitions, n_threads=1
+    )
+    assert speed.n_threads == 1
+    assert speed.tg_tokens_per_s > 1 and speed.pp_tokens_per_s > 1
+    assert len(speed.tg_samples_tokens_per_s) == 1
+
+
+@pytest.mark.llama
+def test_measure_host_fast_real(smollm2, tmp_path):
+    measured = profiling.measure_host(
+        reference=smollm2,
+        model="smollm2-135m",
+        work_dir=tmp_path,
+        types=("Q4_0",),
+        options=profiling.FAST_OPTIONS,
+        n_threads=1,
+    )
+    (speed,) = measured.type_speeds
+    assert speed.n_threads == 1
+    assert speed.qtype == "Q4_0" and dict(speed.bytes_by_type) == {"Q4_0": 75_644_928}
+    assert (tmp_path / f"smollm2-135m-{smollm2.stat().st_size}-Q4_0.gguf").exists()
+    assert not list(tmp_path.glob("*.partial"))
+    assert measured.bandwidth_copy_bytes_per_s and measured.llama_system_info.startswith("CPU")
+    lm = latency_model(load_profile("localhost", measured=measured))
+    assert lm.source == "measured"
+    assert lm.bandwidth_bytes_per_s("Q4_0") == pytest.approx(75_644_928 * speed.tg_tokens_per_s)
