@@ -109,3 +109,17 @@ def test_calibrated_knapsack_beats_uniform_iq4_nl_at_smaller_size(smollm2, tmp_p
     k_anchor = kl_divergence(anchor.path, smollm2, n_chunks=2).mean_kld
     k_ours = kl_divergence(ours.path, smollm2, n_chunks=2).mean_kld
     assert k_ours < 0.85 * k_anchor
+
+
+@pytest.mark.llama
+def test_latency_budget_is_met_and_infeasible_is_clear(invoke, smollm2):
+    result = invoke(["allocate", "smollm2-135m", "--max-ms-per-token", "9", "--device",
+                     "raspberry-pi-5-8gb", "--no-calibrate", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["predicted_ms_per_token"] <= 9.0
+    result = invoke(["allocate", "smollm2-135m", "--max-ms-per-token", "1", "--device",
+                     "raspberry-pi-5-8gb", "--no-calibrate"])
+    assert result.exit_code == 4 and "fastest" in result.stderr
+    both = invoke(["allocate", "smollm2-135m", "--budget", "4bpw", "--max-ms-per-token", "9"])
+    assert both.exit_code == 2

@@ -113,3 +113,49 @@ def allocate(
             policy = str(paths.data_dir() / "policies" / "default-smollm2.zip")
         return apply_policy(source, table, budget, policy)
     return fit_to_budget(source, table, choice, budget, method)
+
+
+def allocate_for_latency(
+    source,
+    latency,
+    ms_per_token: float,
+    method: str = "knapsack",
+    progress: ProgressFn | None = None,
+    calibrate_roles: bool = True,
+) -> Recipe:
+    """Choose types so the predicted generation time per token fits `ms_per_token`.
+
+    `latency` is a device's LatencyModel (ramp_edge.budget): seconds per byte read, per type,
+    because llama.cpp's CPU kernels differ in speed per type (repacked Q4_0 streams faster than
+    Q5_0 on the same bytes). The knapsack runs on predicted nanoseconds instead of bytes.
+    """
+    from ramp_edge.allocate.sensitivity import TensorCosts
+
+    table = measure_sensitivity(source, progress=progress)
+    if calibrate_roles:
+        table = calibrate(source, table, progress=progress)
+    tied = "output.weight" not in {s.name for s in source.specs}
+
+    def ns(name: str, qtype: str, nbytes: int) -> int:
+        if name == "token_embd.weight" and not tied:
+            return 0  # a row lookup per token, not a full read
+        return int(nbytes * latency.seconds_per_byte(qtype) * 1e9)
+
+    timed = SensitivityTable(table.model_id, tuple(
+        TensorCosts(t.name, t.shape, t.n_params,
+                    tuple(sorted(((q, ns(t.name, q, b), e) for q, b, e in t.options),
+                                 key=lambda o: (-o[1], o[2]))))
+        for t in table.tensors), 0)
+    capacity = int((ms_per_token / 1000 - latency.overhead_s_per_token) * 1e9)
+    lo, _ = ks.min_max_bytes(timed)
+    if capacity < lo:
+        fastest = (lo / 1e9 + latency.overhead_s_per_token) * 1000
+        raise BudgetError(f"{ms_per_token} ms/token is faster than any allocation can run "
+                          f"here (fastest: {fastest:.2f} ms/token)")
+    choice = (ks.allocate_greedy if method == "greedy" else ks.allocate_knapsack)(timed, capacity)
+    types = ks.choice_types(timed, choice)
+    predicted_ms = (ks.choice_bytes(timed, choice) / 1e9 + latency.overhead_s_per_token) * 1000
+    allocation = tuple((s.name, types.get(s.name, s.source_type)) for s in source.specs)
+    return Recipe(source.model.model_id, allocation, f"{method}-latency", f"{ms_per_token}ms/token",
+                  {"predicted_ms_per_token": round(predicted_ms, 3),
+                   "estimated_error": round(ks.choice_error(timed, choice), 6)})

@@ -11,7 +11,11 @@ from ramp_edge.cli._common import emit_json, human_bytes, json_option, open_mode
 
 @click.command()
 @click.argument("model")
-@click.option("--budget", required=True, help="Size budget: bits per weight (4.6bpw) or bytes (95MB, 90MiB).")
+@click.option("--budget", help="Size budget: bits per weight (4.6bpw) or bytes (95MB, 90MiB).")
+@click.option("--max-ms-per-token", type=float,
+              help="Latency budget instead: predicted generation ms/token on --device.")
+@click.option("--device", default="localhost", show_default=True,
+              help="Device whose per-type speeds price the latency budget.")
 @click.option("--method", type=click.Choice(["knapsack", "greedy", "sac", "preset", "uniform"]),
               default="knapsack", show_default=True, help="Allocation method.")
 @click.option("--policy", type=click.Path(exists=True, dir_okay=False),
@@ -24,7 +28,7 @@ from ramp_edge.cli._common import emit_json, human_bytes, json_option, open_mode
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
               help="Scale the error table with one real KLD probe per tensor role (cached; ~1-2 min once).")
 @json_option
-def allocate(model: str, budget: str, method: str, policy: str | None, imatrix: str | None,
+def allocate(model: str, budget: str | None, max_ms_per_token: float | None, device: str, method: str, policy: str | None, imatrix: str | None,
              out: str | None, tensor_type_file: str | None, calibrate: bool, as_json: bool) -> None:
     """Allocate a quant type to every tensor of MODEL so the GGUF fits BUDGET.
 
@@ -35,6 +39,7 @@ def allocate(model: str, budget: str, method: str, policy: str | None, imatrix: 
     Examples:
       ramp-edge allocate smollm2-135m --budget 4.6bpw --out recipe.json
       ramp-edge allocate smollm2-135m --budget 80MB --method sac --json
+      ramp-edge allocate smollm2-135m --max-ms-per-token 12 --device raspberry-pi-5-8gb
       ramp-edge export smollm2-135m --recipe recipe.json --out smol-mix.gguf
     """
     from ramp_edge.allocate.api import allocate as run_allocate
@@ -44,19 +49,34 @@ def allocate(model: str, budget: str, method: str, policy: str | None, imatrix: 
     from ramp_edge.quant.presets import category, layer_index
     from ramp_edge.ui import out_console, progress
 
-    b = parse_budget(budget)
+    if (budget is None) == (max_ms_per_token is None):
+        raise click.UsageError("give exactly one of --budget and --max-ms-per-token")
     source = open_model(model)
-    with progress("Allocating") as bar:
-        recipe = run_allocate(source, b, method, policy=policy, imatrix=load_imatrix(imatrix),
-                              imatrix_id=imatrix, progress=bar, calibrate_roles=calibrate)
+    if max_ms_per_token is not None:
+        from ramp_edge.allocate.api import allocate_for_latency
+        from ramp_edge.budget import latency_model
+        from ramp_edge.store import Store
+
+        latency = latency_model(Store().profile(device))
+        with progress("Allocating") as bar:
+            recipe = allocate_for_latency(source, latency, max_ms_per_token,
+                                          "greedy" if method == "greedy" else "knapsack", bar, calibrate)
+        budget = f"{max_ms_per_token}ms/token"
+        b = None
+    else:
+        b = parse_budget(budget)
+        with progress("Allocating") as bar:
+            recipe = run_allocate(source, b, method, policy=policy, imatrix=load_imatrix(imatrix),
+                                  imatrix_id=imatrix, progress=bar, calibrate_roles=calibrate)
     plan = plan_export(source, recipe)
     if out:
         recipe.save(out)
     if tensor_type_file:
         recipe.save_tensor_type_file(tensor_type_file)
-    target = b.target_bytes(source.info.n_params)
-    summary = {"model": source.model.model_id, "method": method, "budget": budget,
+    target = b.target_bytes(source.info.n_params) if b else None
+    summary = {"model": source.model.model_id, "method": recipe.method, "budget": budget,
                "target_bytes": target, "predicted_bytes": plan.size_bytes,
+               "predicted_ms_per_token": recipe.notes.get("predicted_ms_per_token"),
                "bpw": round(plan.file_bpw, 4), "types": dict(recipe.type_counts()),
                "recipe": recipe.to_dict(), "out": out}
     if as_json:
@@ -82,5 +102,5 @@ def allocate(model: str, budget: str, method: str, policy: str | None, imatrix: 
         table.add_row(key, ", ".join(f"{q}×{n}" for q, n in counts.most_common()))
     out_console.print(table)
     out_console.print(f"predicted {plan.size_bytes:,} bytes ({human_bytes(plan.size_bytes)}), "
-                      f"{plan.file_bpw:.3f} bpw, budget {target:,} bytes"
+                      f"{plan.file_bpw:.3f} bpw, budget {budget}"
                       + (f"; recipe written to {out}" if out else ""))
