@@ -1,4 +1,4 @@
-"""`ramp-edge deploy --device NAME`: budget -> allocate -> export -> measure -> report."""
+"""`ramp-edge deploy --device NAME`: the whole pipeline for one device, one report."""
 
 from __future__ import annotations
 
@@ -8,50 +8,78 @@ from ramp_edge.cli._common import emit_json, human_bytes, json_option
 
 
 @click.command()
-@click.option("--device", default="localhost", show_default=True, help="Device profile name.")
+@click.option("--device", default="localhost", show_default=True, help="Device profile (ramp-edge devices).")
+@click.option("--host", help="user@addr[:port] of the device (SSH); not needed for localhost.")
 @click.option("--model", "model_ref", default="smollm2-135m", show_default=True, help="Model reference.")
-@click.option("--recipe", "recipe_spec", default="Q4_K_M", show_default=True,
-              help="Preset, uniform:TYPE or recipe .json to deploy.")
-@click.option("--chunks", "n_chunks", default=4, show_default=True,
-              help="Perplexity/KLD windows of 512 tokens (more = slower, tighter numbers).")
-@click.option("--out", type=click.Path(dir_okay=False), help="Where to keep the GGUF (default: artifacts dir).")
+@click.option("--budget", default="auto", show_default=True,
+              help="auto (from the device profile), bits per weight (4.5bpw) or bytes (300MB).")
+@click.option("--method", type=click.Choice(["knapsack", "greedy", "sac", "preset", "uniform"]),
+              default="knapsack", show_default=True, help="Allocation method.")
+@click.option("--policy", type=click.Path(exists=True, dir_okay=False), help="SAC policy for --method sac.")
+@click.option("--tasks", default="arc_easy,piqa", show_default=True,
+              help="Commonsense tasks the agent scores on the device ('' for none).")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Items per task.")
+@click.option("--chunks", type=click.IntRange(min=1), default=4, show_default=True,
+              help="512-token windows for KLD/perplexity against the reference.")
+@click.option("--min-tps", type=float, help="Generation speed the budget must allow (auto budget).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Where to keep the GGUF.")
+@click.option("--trust-new-host", is_flag=True, help="Accept and remember an unknown SSH host key.")
+@click.option("--bootstrap", is_flag=True, help="Create a venv on the device and install what the agent needs.")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="Calibrate the allocator with real KLD probes (cached after the first run).")
 @json_option
-def deploy(device: str, model_ref: str, recipe_spec: str, n_chunks: int, out: str | None,
-           as_json: bool) -> None:
-    """Export MODEL for DEVICE and measure it there: size, perplexity, KLD, speed.
+def deploy(device, host, model_ref, budget, method, policy, tasks, limit, chunks, min_tps, out,
+           trust_new_host, bootstrap, calibrate, as_json) -> None:
+    """Budget, allocate, export, push, benchmark and evaluate MODEL on DEVICE.
 
-    With --device localhost everything runs on this machine, without SSH.
+    profile -> budget -> allocate -> export -> push -> bench + eval -> report.
+    With --device localhost everything runs here, without SSH; results are kept
+    in the results database (ramp-edge results).
 
     \b
-    Example:
+    Examples:
       ramp-edge deploy --device localhost
-      ramp-edge deploy --device localhost --recipe uniform:Q4_0 --json
+      ramp-edge deploy --device raspberry-pi-5-8gb --host pi@pi5.local --budget auto --min-tps 20
     """
-    from ramp_edge.deploy import deploy_local
-    from ramp_edge.errors import ConfigError
-    from ramp_edge.ui import out_console, progress
+    from ramp_edge.deploy import DeployRequest, run_deploy
+    from ramp_edge.ui import err_console, out_console, progress
 
-    if device != "localhost":
-        raise ConfigError(f"device {device!r}: only localhost is deployable in this version")
+    request = DeployRequest(device=device, host=host, model=model_ref, budget=budget, method=method,
+                            policy=policy, tasks=tasks or None, limit=limit, chunks=chunks,
+                            min_tps=min_tps, out=out, trust_new_host=trust_new_host,
+                            bootstrap=bootstrap, calibrate=calibrate)
     with progress("Deploying") as bar:
-        report = deploy_local(model_ref, recipe_spec, n_chunks=n_chunks, out=out, progress=bar)
+        outcome = run_deploy(request, progress=bar,
+                             status=lambda text: err_console.print(f"[dim]· {text}") if not as_json else None)
     if as_json:
-        emit_json(report.to_dict())
+        emit_json(outcome.to_dict())
         return
     from rich.table import Table
 
-    table = Table(title=f"ramp-edge deploy · {report.model_id} on {device}")
-    table.add_column("artifact")
-    table.add_column("size", justify="right")
-    table.add_column("bpw", justify="right")
-    table.add_column("PPL", justify="right")
-    table.add_column("KLD", justify="right")
-    table.add_column("same top p", justify="right")
-    table.add_column("tg t/s", justify="right")
-    for row in report.rows:
-        table.add_row(row.label, human_bytes(row.size_bytes), f"{row.bpw:.2f}", f"{row.ppl:.3f}",
-                      "-" if row.kld is None else f"{row.kld:.4f}",
-                      "-" if row.same_top_p is None else f"{100 * row.same_top_p:.1f}%",
-                      f"{row.tg_tps:.1f}")
+    r = outcome.report
+    table = Table(title=f"ramp-edge deploy · {outcome.model_id} on {device}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("budget", f"{human_bytes(outcome.budget_bytes)} ({outcome.budget_binding}): "
+                            f"{outcome.budget_explanation}")
+    table.add_row("artifact", f"{outcome.artifact} · {human_bytes(outcome.artifact_bytes)} · "
+                              f"{outcome.bpw:.2f} bpw · {outcome.recipe_method}")
+    q = outcome.quality
+    table.add_row("quality", f"KLD {q['mean_kld']:.4f} (p99 {q['kld_p99']:.3f}) · same top-1 "
+                             f"{100 * q['same_top_p']:.1f}% · PPL {q['ppl']:.3f} vs {q['ppl_ref']:.3f} reference")
+    if r is not None and r.bench is not None:
+        b = r.bench
+        if b.status == "ok":
+            table.add_row("speed", f"pp{b.n_prompt} {b.pp_tps or 0:.1f} t/s · tg{b.n_gen} {b.tg_tps or 0:.1f} t/s"
+                                   f" · load {b.load_time_s or 0:.2f} s · peak RSS "
+                                   f"{human_bytes(b.peak_rss_bytes or 0)}")
+        else:
+            table.add_row("speed", f"[red]{b.status}: {b.error}")
+    for e in (r.evals if r is not None else ()):
+        if e.status == "ok":
+            norm = f" · acc_norm {100 * e.acc_norm:.1f}%" if e.acc_norm is not None else ""
+            table.add_row(e.task, f"acc {100 * e.acc:.1f}% (n={e.n}){norm}")
+        else:
+            table.add_row(e.task, f"[red]{e.status}: {e.error}")
+    table.add_row("time", f"{outcome.seconds:.1f} s")
     out_console.print(table)
-    out_console.print(f"artifact: {report.artifact}")
