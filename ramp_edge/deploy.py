@@ -114,10 +114,13 @@ def run_deploy(request: DeployRequest, progress: ProgressFn | None = None,
 
     say = status or (lambda text: logger.info(text))
     start = time.perf_counter()
-    if request.host is None and request.device != "localhost":
-        raise ConfigError(f"device {request.device!r} needs --host user@addr (or use fleet bench with an inventory)")
+    # Check every input before any slow step.
     with Store() as store:
         profile = store.profile(request.device)
+    if request.host is None and request.device != "localhost":
+        raise ConfigError(f"device {request.device!r} needs --host user@addr (or use fleet bench with an inventory)")
+    if request.budget != "auto":
+        parse_budget(request.budget)
     profile = ensure_measured(profile)
     resolved = resolve(request.model)
     source = open_source(resolved)

@@ -126,8 +126,26 @@ def test_eval_ppl_and_kld_json(invoke, smollm2):
 @pytest.mark.llama
 @pytest.mark.slow
 def test_deploy_localhost_json(invoke, smollm2, tmp_path):
-    result = invoke(["deploy", "--device", "localhost", "--recipe", "Q8_0", "--chunks", "1",
-                     "--out", tmp_path / "d.gguf", "--json"])
+    out = tmp_path / "d.gguf"
+    result = invoke(["deploy", "--device", "localhost", "--budget", "5bpw", "--no-calibrate",
+                     "--tasks", "arc_easy", "--limit", "3", "--chunks", "1", "--out", out, "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["rows"][1]["kld"] < 0.05 and doc["rows"][1]["tg_tps"] > 1
+    assert out.stat().st_size == doc["artifact_bytes"] <= doc["budget"]["bytes"]
+    assert doc["quality"]["mean_kld"] < 0.5
+    report = doc["device_report"]
+    assert report["status"] == "ok" and report["bench"]["tg_tps"] > 0
+    assert report["evals"][0]["task"] == "arc_easy" and report["evals"][0]["n"] == 3
+    listed = invoke(["results", "--json"])
+    assert listed.exit_code == 0 and "quality" in listed.stdout
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["deploy", "--device", "jetson-nan"], "unknown device 'jetson-nan'"),
+    (["deploy", "--device", "raspberry-pi-5-8gb"], "needs --host"),
+    (["deploy", "--budget", "lots"], "bad budget"),
+])
+def test_deploy_bad_input(invoke, args, needle):
+    result = invoke(args)
+    assert result.exit_code == 3, result.output
+    assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1
