@@ -22,8 +22,9 @@ Commands:
     probe      system facts (RAM, cores, CPU flags, OS, Python, llama.cpp build)
     env-check  which dependencies are missing, and how to install them
     bench      pp<N>/tg<N> tokens/s like llama-bench (reps, mean, stddev), load time, peak RSS
-    eval       multiple-choice commonsense scoring of task items pushed with the agent; needs
-               the scorer modules (ramp_edge/evaluate/{tasks,runner,loglik}.py) beside this file
+    eval       multiple-choice commonsense scoring of task items (a ramp-edge/task-items JSON
+               file) pushed with the agent; needs the scorer modules beside this file as
+               ramp_edge/errors.py + ramp_edge/evaluate/{tasks,runner,loglik}.py
 
 Exit codes: 0 ok, 1 internal error, 2 usage, 3 missing dependency, 4 bad input, 5 model failed
 to load, 6 out of memory; 137 (from the shell) when the kernel killed the agent.
@@ -68,7 +69,14 @@ COMMAND_NEEDS = {
     "bench": ("llama_cpp",),
     "eval": ("llama_cpp", "numpy"),
 }
-SCORER_MODULES = ("tasks", "runner", "loglik")
+# Scorer modules pushed beside the agent, as a package tree (their imports are absolute).
+SCORER_FILES = {
+    "errors": ("ramp_edge", "errors.py"),
+    "tasks": ("ramp_edge", "evaluate", "tasks.py"),
+    "runner": ("ramp_edge", "evaluate", "runner.py"),
+    "loglik": ("ramp_edge", "evaluate", "loglik.py"),
+}
+TASK_SCHEMA = "ramp-edge/task-items"
 
 # Substrings of llama.cpp / ggml log lines that mean an allocation failed.
 _OOM_MARKERS = (
@@ -140,7 +148,7 @@ class LlamaLog:
         self._partial = ""
         self.verbose = verbose
 
-        def callback(level, text, user_data):  # noqa: ARG001 - ctypes signature
+        def callback(level, text, user_data):
             try:
                 chunk = text.decode("utf-8", "replace") if text else ""
             except Exception:  # pragma: no cover - defensive, never raise into C
@@ -170,8 +178,8 @@ def import_llama_cpp():
     except ImportError as err:
         raise AgentError(
             "missing_dependency",
-            "llama-cpp-python is not installed on this device ({}); "
-            "run `ramp-edge fleet bootstrap` or: pip install llama-cpp-python psutil".format(err),
+            f"llama-cpp-python is not installed on this device ({err}); "
+            "rerun with --bootstrap, or: pip install llama-cpp-python psutil",
             EXIT_DEPENDENCY,
             missing=["llama-cpp-python"],
         ) from None
@@ -221,14 +229,14 @@ class Model:
         self.lib = llama_cpp
         self.llog = llog
         if not os.path.isfile(path):
-            raise AgentError("bad_input", "model file not found: {}".format(path), EXIT_BAD_INPUT)
+            raise AgentError("bad_input", f"model file not found: {path}", EXIT_BAD_INPUT)
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
         start = time.perf_counter()
         self.model = llama_cpp.llama_model_load_from_file(path.encode("utf-8"), params)
         self.load_time_s = time.perf_counter() - start
         if not self.model:
-            self._fail("model_load_failed", "llama.cpp could not load {}".format(path), EXIT_MODEL_LOAD)
+            self._fail("model_load_failed", f"llama.cpp could not load {path}", EXIT_MODEL_LOAD)
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
@@ -264,7 +272,7 @@ class Model:
         if not ctx:
             self._fail(
                 "context_failed",
-                "llama.cpp could not create a context of {} tokens".format(n_ctx),
+                f"llama.cpp could not create a context of {n_ctx} tokens",
                 EXIT_MODEL_LOAD,
             )
         lib.llama_set_n_threads(ctx, threads, threads)
@@ -281,7 +289,7 @@ class Model:
         array = (lib.llama_token * len(tokens))(*tokens)
         rc = lib.llama_decode(ctx, lib.llama_batch_get_one(array, len(tokens)))
         if rc != 0:
-            self._fail("decode_failed", "llama_decode returned {}".format(rc), EXIT_INTERNAL)
+            self._fail("decode_failed", f"llama_decode returned {rc}", EXIT_INTERNAL)
 
     def close(self) -> None:
         if getattr(self, "model", None):
@@ -310,7 +318,7 @@ def run_gen(model: Model, ctx, n_gen: int, rng: random.Random) -> None:
         one[0] = token
         rc = lib.llama_decode(ctx, lib.llama_batch_get_one(one, 1))
         if rc != 0:
-            model._fail("decode_failed", "llama_decode returned {}".format(rc), EXIT_INTERNAL)
+            model._fail("decode_failed", f"llama_decode returned {rc}", EXIT_INTERNAL)
         lib.llama_synchronize(ctx)
         token = rng.randrange(model.n_vocab)
 
@@ -471,9 +479,10 @@ def cmd_env_check(args: argparse.Namespace) -> dict:
         except ImportError:
             found[module] = None
             missing.append(requirement)
-    scorer = [name for name in SCORER_MODULES if _find_scorer_module(name) is None]
+    scorer = [name for name in SCORER_FILES if _find_scorer_module(name) is None]
     ready = {
-        command: all(found[m] is not None for m in needs) for command, needs in COMMAND_NEEDS.items()
+        command: all(found[m] is not None for m in needs)
+        for command, needs in COMMAND_NEEDS.items()
     }
     ready["eval"] = ready["eval"] and not scorer
     hint = None
@@ -496,9 +505,7 @@ def cmd_bench(args: argparse.Namespace) -> dict:
     llog = LlamaLog(lib, verbose=args.verbose)
     threads = args.threads or default_threads()
     if args.reps < 1 or args.n_prompt < 0 or args.n_gen < 0 or (args.n_prompt == args.n_gen == 0):
-        raise AgentError(
-            "bad_input", "need reps >= 1 and n_prompt or n_gen > 0", EXIT_BAD_INPUT
-        )
+        raise AgentError("bad_input", "need reps >= 1 and n_prompt or n_gen > 0", EXIT_BAD_INPUT)
     rng = random.Random(args.seed)
     rss_before = current_rss_bytes()
     model = Model(lib, args.model, llog)
@@ -522,9 +529,9 @@ def cmd_bench(args: argparse.Namespace) -> dict:
         # run, then `reps` timed runs each starting from an empty KV cache.
         plan = []
         if args.n_prompt > 0:
-            plan.append(("pp{}".format(args.n_prompt), args.n_prompt, 0))
+            plan.append((f"pp{args.n_prompt}", args.n_prompt, 0))
         if args.n_gen > 0:
-            plan.append(("tg{}".format(args.n_gen), 0, args.n_gen))
+            plan.append((f"tg{args.n_gen}", 0, args.n_gen))
         for name, n_prompt, n_gen in plan:
             n_ctx = args.ctx_size or (n_prompt + n_gen)
             ctx = model.context(n_ctx, args.n_batch, args.n_ubatch, threads)
@@ -555,42 +562,52 @@ def cmd_bench(args: argparse.Namespace) -> dict:
 
 
 def _find_scorer_module(name: str) -> str | None:
-    for candidate in (
-        os.path.join(HERE, name + ".py"),
-        os.path.join(HERE, "ramp_edge", "evaluate", name + ".py"),
-    ):
-        if os.path.isfile(candidate):
-            return candidate
-    return None
+    path = os.path.join(HERE, *SCORER_FILES[name])
+    return path if os.path.isfile(path) else None
 
 
 def import_scorer():
-    """Import the scorer modules pushed beside the agent.
+    """Import the scorer modules pushed beside the agent as a package tree.
 
-    Two layouts work: a package tree ``ramp_edge/evaluate/{tasks,runner,loglik}.py`` beside
-    this file (what the harness pushes, so the modules' own absolute imports resolve), or the
-    three files flat beside it.
+    The harness pushes ``ramp_edge/errors.py`` and ``ramp_edge/evaluate/{tasks,runner,loglik}.py``
+    (plus stub ``__init__.py`` files) into this directory, so the modules' own absolute imports
+    resolve here, ahead of any installed ramp_edge.
     """
-    missing = [name for name in SCORER_MODULES if _find_scorer_module(name) is None]
+    missing = [name for name in SCORER_FILES if _find_scorer_module(name) is None]
     if missing:
         raise AgentError(
             "missing_scorer",
-            "the scorer modules {} are not beside the agent in {}; push them with the agent "
-            "(ramp_edge/evaluate/{{tasks,runner,loglik}}.py)".format(", ".join(missing), HERE),
+            "the scorer modules {} are not beside the agent in {}; push them with it "
+            "(ramp_edge/errors.py, ramp_edge/evaluate/{{tasks,runner,loglik}}.py)".format(
+                ", ".join(missing), HERE
+            ),
             EXIT_DEPENDENCY,
             missing=missing,
         )
-    if HERE not in sys.path:
+    if sys.path[:1] != [HERE]:
         sys.path.insert(0, HERE)
     import importlib
 
-    modules = {}
-    for name in SCORER_MODULES:
-        if os.path.isfile(os.path.join(HERE, "ramp_edge", "evaluate", name + ".py")):
-            modules[name] = importlib.import_module("ramp_edge.evaluate." + name)
-        else:
-            modules[name] = importlib.import_module(name)
-    return modules
+    try:
+        tasks = importlib.import_module("ramp_edge.evaluate.tasks")
+        loglik = importlib.import_module("ramp_edge.evaluate.loglik")
+    except ImportError as err:
+        name = getattr(err, "name", None) or str(err)
+        raise AgentError(
+            "missing_dependency",
+            f"the scorer needs {name} on this device: {err}",
+            EXIT_DEPENDENCY,
+            missing=[name],
+        ) from None
+    return tasks, loglik
+
+
+def _error_kind(err: Exception) -> tuple:
+    """Map the scorer's own error classes (ArtifactError, ConfigError) to protocol errors."""
+    name = type(err).__name__
+    if name == "ArtifactError":
+        return "model_load_failed", EXIT_MODEL_LOAD
+    return "bad_input", EXIT_BAD_INPUT
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
@@ -598,41 +615,104 @@ def cmd_eval(args: argparse.Namespace) -> dict:
         with open(args.tasks, encoding="utf-8") as handle:
             payload = json.load(handle)
     except FileNotFoundError:
-        raise AgentError("bad_input", "task file not found: {}".format(args.tasks), EXIT_BAD_INPUT) from None
+        raise AgentError(
+            "bad_input", f"task file not found: {args.tasks}", EXIT_BAD_INPUT
+        ) from None
     except ValueError as err:
         raise AgentError(
-            "bad_input", "task file {} is not valid JSON: {}".format(args.tasks, err), EXIT_BAD_INPUT
+            "bad_input", f"task file {args.tasks} is not valid JSON: {err}", EXIT_BAD_INPUT
         ) from None
+    if payload.get("schema") != TASK_SCHEMA or payload.get("schema_version") != 1:
+        raise AgentError(
+            "bad_input",
+            f"task file {args.tasks} is not a {TASK_SCHEMA} v1 file",
+            EXIT_BAD_INPUT,
+        )
     if not os.path.isfile(args.model):
-        raise AgentError("bad_input", "model file not found: {}".format(args.model), EXIT_BAD_INPUT)
-    scorer = import_scorer()
+        raise AgentError("bad_input", f"model file not found: {args.model}", EXIT_BAD_INPUT)
     import_llama_cpp()
-    hook = getattr(scorer["runner"], "agent_eval", None)
-    if hook is None:
-        raise AgentError(
-            "missing_scorer",
-            "runner.py has no agent_eval(model_path, payload, limit, threads, progress) entry point",
-            EXIT_DEPENDENCY,
-        )
-    start = time.perf_counter()
-
-    def progress(done: int, total: int, task: str = "") -> None:
-        emit({"type": "progress", "phase": "eval", "task": task, "done": done, "total": total})
-
+    tasks_mod, loglik = import_scorer()
+    plan = []
     try:
-        data = hook(
-            model_path=args.model,
-            payload=payload,
-            limit=args.limit,
-            threads=args.threads or default_threads(),
-            progress=progress,
-        )
-    except (KeyError, TypeError) as err:
+        for entry in payload["tasks"]:
+            task = tasks_mod.get_task(entry["name"])
+            if int(entry["version"]) != task.version:
+                raise AgentError(
+                    "bad_input",
+                    "task {} items are version {}, the scorer here is version {}; "
+                    "push the agent again".format(task.name, entry["version"], task.version),
+                    EXIT_BAD_INPUT,
+                )
+            items = [
+                tasks_mod.Item(
+                    requests=tuple((str(c), str(t)) for c, t in item["requests"]),
+                    gold=int(item["gold"]),
+                    choice_chars=tuple(int(n) for n in item["choice_chars"]),
+                )
+                for item in entry["items"]
+            ]
+            if args.limit:
+                items = items[: args.limit]
+            plan.append((task, items))
+    except AgentError:
+        raise
+    except (KeyError, TypeError, ValueError) as err:
         raise AgentError(
-            "bad_input", "task items do not match the scorer: {!r}".format(err), EXIT_BAD_INPUT
+            "bad_input", f"malformed task items in {args.tasks}: {err!r}", EXIT_BAD_INPUT
         ) from None
+    except Exception as err:  # the scorer's ConfigError / ArtifactError
+        kind, code = _error_kind(err)
+        raise AgentError(kind, str(err), code) from None
+
+    lib = import_llama_cpp()
+    llog = LlamaLog(lib, verbose=False)
+    threads = args.threads or default_threads()
+    start = time.perf_counter()
+    total = sum(len(items) for _, items in plan)
+    try:
+        kwargs = {"n_threads": threads}
+        if args.n_ctx:
+            kwargs["n_ctx"] = args.n_ctx
+        scorer = loglik.LlamaCppScorer(args.model, **kwargs)
+    except MemoryError:
+        raise
+    except Exception as err:
+        if llog.mentions_oom():
+            raise AgentError(
+                "out_of_memory",
+                "loading the model for eval: out of memory",
+                EXIT_OOM,
+                log_tail=llog.tail(),
+            ) from None
+        kind, code = _error_kind(err)
+        raise AgentError(kind, str(err), code, log_tail=llog.tail()) from None
+    results = []
+    try:
+        offset = 0
+        for task, items in plan:
+
+            def tick(done, _base=offset, _name=task.name):
+                emit(
+                    {
+                        "type": "progress",
+                        "phase": "eval",
+                        "task": _name,
+                        "done": _base + done,
+                        "total": total,
+                    }
+                )
+
+            result = tasks_mod.evaluate_items(scorer, task, items, tick)
+            results.append(result.to_dict())
+            offset += len(items)
+        evaluated = getattr(scorer, "n_evaluated_tokens", None)
+    finally:
+        scorer.close()
     return {
-        "results": data,
+        "tasks": results,
+        "threads": threads,
+        "n_ctx": getattr(scorer, "n_ctx", None),
+        "evaluated_tokens": evaluated,
         "duration_s": time.perf_counter() - start,
         "peak_rss_bytes": peak_rss_bytes(),
     }
@@ -650,7 +730,7 @@ class Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as a protocol error line (exit 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise AgentError("usage", "{}: {}".format(self.prog, message), EXIT_USAGE)
+        raise AgentError("usage", f"{self.prog}: {message}", EXIT_USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -676,6 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tasks", required=True, help="JSON task items pushed with the agent")
     ev.add_argument("--limit", type=int, default=0, help="items per task, 0: all")
     ev.add_argument("--threads", type=int, default=0)
+    ev.add_argument("--n-ctx", type=int, default=0, help="0: the scorer's default (2048)")
     return parser
 
 
@@ -703,7 +784,7 @@ def main(argv: list | None = None) -> int:
                 "ok": False,
                 "error": {
                     "kind": "out_of_memory",
-                    "message": "out of memory (MemoryError) during {}".format(command),
+                    "message": f"out of memory (MemoryError) during {command}",
                     "exit_code": EXIT_OOM,
                     "peak_rss_bytes": peak_rss_bytes(),
                 },
@@ -730,7 +811,7 @@ def main(argv: list | None = None) -> int:
                 "ok": False,
                 "error": {
                     "kind": "internal",
-                    "message": "{}: {}".format(type(err).__name__, err),
+                    "message": f"{type(err).__name__}: {err}",
                     "exit_code": EXIT_INTERNAL,
                     "traceback": traceback.format_exc().splitlines()[-8:],
                 },

@@ -64,7 +64,9 @@ ProgressFn = Callable[[float, float, str], None]
 class AgentError(RemoteError):
     """The agent reported an error or died. `kind` is the protocol's error kind."""
 
-    def __init__(self, message: str, kind: str, exit_code: int | None, detail: Mapping[str, Any]) -> None:
+    def __init__(
+        self, message: str, kind: str, exit_code: int | None, detail: Mapping[str, Any]
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.agent_exit_code = exit_code
@@ -93,7 +95,14 @@ class BenchOptions:
             raise ValueError("threads must be >= 1")
 
     def agent_args(self) -> list[str]:
-        args = ["--n-prompt", str(self.n_prompt), "--n-gen", str(self.n_gen), "--reps", str(self.reps)]
+        args = [
+            "--n-prompt",
+            str(self.n_prompt),
+            "--n-gen",
+            str(self.n_gen),
+            "--reps",
+            str(self.reps),
+        ]
         if self.threads:
             args += ["--threads", str(self.threads)]
         if self.ctx_size:
@@ -262,7 +271,9 @@ class Agent:
     def python(self) -> str:
         if self._python is None:
             venv_python = f"{VENV_DIR}/bin/python"
-            self._python = venv_python if self.conn.stat_size(venv_python) is not None else "python3"
+            self._python = (
+                venv_python if self.conn.stat_size(venv_python) is not None else "python3"
+            )
         return self._python
 
     def install(self) -> int:
@@ -299,9 +310,14 @@ class Agent:
 
         def on_line(line: str) -> None:
             message = _protocol_line(line)
-            if message is not None and listener is not None and message.get("type") in (
-                "progress",
-                "heartbeat",
+            if (
+                message is not None
+                and listener is not None
+                and message.get("type")
+                in (
+                    "progress",
+                    "heartbeat",
+                )
             ):
                 listener(message)
 
@@ -390,14 +406,24 @@ def bootstrap(
     logger.info("%s: creating %s", getattr(conn, "name", "device"), VENV_DIR)
     result = conn.run([python, "-m", "venv", VENV_DIR], check=False, timeout=300)
     if not result.ok:
-        hint = " (on Debian/Ubuntu: apt install python3-venv)" if "ensurepip" in result.stderr else ""
+        hint = (
+            " (on Debian/Ubuntu: apt install python3-venv)" if "ensurepip" in result.stderr else ""
+        )
         raise DependencyError(
             f"{getattr(conn, 'name', 'device')}: cannot create a venv with {python}{hint}: "
             f"{result.stderr.strip().splitlines()[-1:] or result.exit_code}"
         )
     if requirements:
         result = conn.run(
-            [venv_python, "-m", "pip", "install", "--disable-pip-version-check", *pip_args, *requirements],
+            [
+                venv_python,
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                *pip_args,
+                *requirements,
+            ],
             check=False,
             timeout=timeout,
         )
@@ -577,12 +603,77 @@ def deploy_to_host(
 
 
 def store_report(store: Any, report: DeployReport) -> list[int]:
-    """Commit a report's bench and eval records to a `ramp_edge.store.Store`; returns row ids."""
+    """Commit a report's bench and eval records to a `ramp_edge.store.Store`; returns row ids.
+
+    The device column is the profile id, or the host name when the host names no profile.
+    """
+    device = report.device or report.host
     ids = []
     if report.bench is not None:
         ids.append(
-            store.add_result("bench", report.device, report.host, report.artifact, report.bench.to_dict())
+            store.add_result("bench", device, report.host, report.artifact, report.bench.to_dict())
         )
     for result in report.evals:
-        ids.append(store.add_result("eval", report.device, report.host, report.artifact, result.to_dict()))
+        ids.append(store.add_result("eval", device, report.host, report.artifact, result.to_dict()))
     return ids
+
+
+def bench_fleet(
+    hosts: Sequence[Any],
+    artifact_path: str | os.PathLike[str],
+    *,
+    tasks: str | Sequence[str] | None = None,
+    limit: int | None = None,
+    bench_opts: BenchOptions | None = None,
+    forks: int = 5,
+    store: Any | None = None,
+    connect: Callable[[Any], Any] | None = None,
+    connect_options: Mapping[str, Any] | None = None,
+    bootstrap_env: bool = False,
+    on_status: Callable[[str, str], None] | None = None,
+    on_report: Callable[[DeployReport], None] | None = None,
+) -> Any:
+    """`deploy_to_host` on every inventory host, at most `forks` at once.
+
+    Each host's records are committed to `store` as soon as that host finishes, so a crash or a
+    dead host later never loses finished results. Returns a fleet.group.FleetResult whose
+    values are DeployReports.
+    """
+    from ramp_edge.fleet.group import connect_host, run_on_hosts
+
+    artifact = Path(artifact_path)
+    if not artifact.is_file():
+        raise ArtifactError(f"artifact not found: {artifact}")
+    sha = sha256_file(artifact)
+    payload = build_task_payload(tasks, limit) if tasks else None
+    options = dict(connect_options or {})
+    status = on_status or (lambda host, text: None)
+
+    def connect_one(host: Any) -> Any:
+        conn = connect(host) if connect is not None else connect_host(host, **options)
+        conn.host = host
+        return conn
+
+    def work(conn: Any) -> DeployReport:
+        host = conn.host
+        return deploy_to_host(
+            conn,
+            artifact,
+            payload,
+            bench_opts=bench_opts,
+            device=host.device,
+            bootstrap_env=bootstrap_env,
+            artifact_sha256=sha,
+            on_status=lambda text: status(host.name, text),
+        )
+
+    def done(host: Any, outcome: Any) -> None:
+        if outcome.ok:
+            if store is not None:
+                store_report(store, outcome.value)
+            if on_report is not None:
+                on_report(outcome.value)
+
+    return run_on_hosts(
+        hosts, work, forks=forks, connect=connect_one, on_done=done, on_status=on_status
+    )

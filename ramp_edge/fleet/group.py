@@ -97,9 +97,7 @@ class FleetError(RemoteError):
         failed = result.failed
         names = ", ".join(f"{o.host} ({o.error})" for o in failed[:3])
         more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
-        super().__init__(
-            f"{len(failed)} of {len(result.outcomes)} hosts failed: {names}{more}"
-        )
+        super().__init__(f"{len(failed)} of {len(result.outcomes)} hosts failed: {names}{more}")
         self.result = result
 
 
@@ -182,7 +180,9 @@ def run_on_hosts(
                     logger.debug("%s: close failed", host.name, exc_info=True)
 
     outcomes: dict[str, HostOutcome[T]] = {}
-    pool = cf.ThreadPoolExecutor(max_workers=min(forks, max(1, len(hosts))), thread_name_prefix="fleet")
+    pool = cf.ThreadPoolExecutor(
+        max_workers=min(forks, max(1, len(hosts))), thread_name_prefix="fleet"
+    )
     try:
         futures = {pool.submit(work, host): host for host in hosts}
         for future in cf.as_completed(futures):

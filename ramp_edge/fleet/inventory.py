@@ -143,7 +143,9 @@ class _Reader:
         self.groups: dict[str, list[str]] = {}
 
     def fail(self, node: yaml.Node | None, message: str) -> ConfigError:
-        where = f"{self.source} line {node.start_mark.line + 1}" if node is not None else self.source
+        where = (
+            f"{self.source} line {node.start_mark.line + 1}" if node is not None else self.source
+        )
         return ConfigError(f"{where}: {message}")
 
     def mapping(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
@@ -170,7 +172,9 @@ class _Reader:
     def vars(self, node: yaml.Node, what: str) -> dict[str, tuple[Any, yaml.Node]]:
         return {k: (self.value(v), v) for k, _, v in self.mapping(node, what)}
 
-    def group(self, name: str, name_node: yaml.Node, node: yaml.Node, path: list[str], inherited: dict) -> None:
+    def group(
+        self, name: str, name_node: yaml.Node, node: yaml.Node, path: list[str], inherited: dict
+    ) -> None:
         if not _NAME.match(name):
             raise self.fail(name_node, f"invalid group name {name!r}")
         if name in path:
@@ -187,7 +191,9 @@ class _Reader:
         merged = dict(inherited)
         if "vars" in parts:
             merged.update(self.vars(parts["vars"], f"group {name!r} vars"))
-        for host, host_key_node, host_node in self.mapping(parts.get("hosts", _NULL), f"group {name!r} hosts"):
+        for host, host_key_node, host_node in self.mapping(
+            parts.get("hosts", _NULL), f"group {name!r} hosts"
+        ):
             if "[" in host:
                 raise self.fail(host_key_node, f"host {host!r}: host ranges are not supported")
             if not _NAME.match(host):
@@ -224,15 +230,27 @@ class _Reader:
         # membership: a group contains its children's hosts too
         return tuple(out)
 
-    def host(self, name: str, merged: dict[str, tuple[Any, yaml.Node]], groups: tuple[str, ...], line: int) -> Host:
+    def host(
+        self,
+        name: str,
+        merged: dict[str, tuple[Any, yaml.Node]],
+        groups: tuple[str, ...],
+        line: int,
+    ) -> Host:
         def text(field: str) -> str | None:
             if field not in merged:
                 return None
             value, node = merged[field]
             if value is None:
                 return None
-            if not isinstance(value, (str, int, float)) or isinstance(value, bool) or str(value) == "":
-                raise self.fail(node, f"host {name!r}: {field} must be a non-empty string, got {value!r}")
+            if (
+                not isinstance(value, (str, int, float))
+                or isinstance(value, bool)
+                or str(value) == ""
+            ):
+                raise self.fail(
+                    node, f"host {name!r}: {field} must be a non-empty string, got {value!r}"
+                )
             return str(value)
 
         port = None
@@ -241,7 +259,9 @@ class _Reader:
             if isinstance(value, bool) or not (
                 isinstance(value, int) or (isinstance(value, str) and value.isdigit())
             ):
-                raise self.fail(node, f"host {name!r}: ansible_port must be an integer, got {value!r}")
+                raise self.fail(
+                    node, f"host {name!r}: ansible_port must be an integer, got {value!r}"
+                )
             port = int(value)
             if not 1 <= port <= 65535:
                 raise self.fail(node, f"host {name!r}: ansible_port {port} outside 1..65535")
@@ -284,7 +304,9 @@ def _kind(node: yaml.Node) -> str:
     return f"scalar {node.value!r}"
 
 
-def parse_inventory(text: str, source: str = "<inventory>", base_dir: str | os.PathLike[str] = ".") -> Inventory:
+def parse_inventory(
+    text: str, source: str = "<inventory>", base_dir: str | os.PathLike[str] = "."
+) -> Inventory:
     """Parse inventory YAML text. Raises ConfigError naming the line and field on bad input."""
     reader = _Reader(source, Path(base_dir))
     try:
@@ -296,7 +318,9 @@ def parse_inventory(text: str, source: str = "<inventory>", base_dir: str | os.P
     except yaml.YAMLError as err:
         raise ConfigError(f"{source}: invalid YAML: {err}") from None
     if root is None:
-        raise ConfigError(f"{source}: the inventory is empty; expected a top-level group such as 'all:'")
+        raise ConfigError(
+            f"{source}: the inventory is empty; expected a top-level group such as 'all:'"
+        )
     for name, name_node, node in reader.mapping(root, "the inventory top level"):
         reader.group(name, name_node, node, [], {})
     hosts = reader.hosts()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from fleetlib import SSHD, Device, ShapingProxy, _keygen, free_port, make_device
 
+
 @pytest.fixture(scope="session")
 def client_key(tmp_path_factory) -> str:
     if not os.path.exists(SSHD):
@@ -27,7 +28,9 @@ def fleet(tmp_path_factory, client_key):
     devices: list[Device] = []
     try:
         for i, name in enumerate(("pi4", "orin", "laptop"), start=2):
-            devices.append(make_device(tmp_path_factory.mktemp(name), name, f"127.0.0.{i}", client_key))
+            devices.append(
+                make_device(tmp_path_factory.mktemp(name), name, f"127.0.0.{i}", client_key)
+            )
         yield devices
     finally:
         for device in devices:
@@ -72,5 +75,3 @@ def proxy_factory():
     yield factory
     for proxy in made:
         proxy.close()
-
-

@@ -28,7 +28,11 @@ from pathlib import Path
 import pytest
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-SFTP_CANDIDATES = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/libexec/sftp-server")
+SFTP_CANDIDATES = (
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/libexec/sftp-server",
+)
 SFTP_SERVER = next((p for p in SFTP_CANDIDATES if os.path.exists(p)), SFTP_CANDIDATES[0])
 PYTHON = sys.executable  # the agent runs with this venv's python on the simulated devices
 
@@ -62,7 +66,9 @@ def _keygen(path: str, comment: str) -> None:
         )
 
 
-def _wait_banner(host: str, port: int, proc: subprocess.Popen, logpath: str, timeout: float = 10.0) -> None:
+def _wait_banner(
+    host: str, port: int, proc: subprocess.Popen, logpath: str, timeout: float = 10.0
+) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
@@ -99,7 +105,10 @@ class Device:
         log = self.workdir / "sshd.log"
         with open(log, "ab") as handle:
             self.proc = subprocess.Popen(
-                [SSHD, "-D", "-e", "-f", str(cfg)], stdout=handle, stderr=handle, start_new_session=True
+                [SSHD, "-D", "-e", "-f", str(cfg)],
+                stdout=handle,
+                stderr=handle,
+                start_new_session=True,
             )
         _wait_banner(self.host, self.port, self.proc, str(log))
         return self
@@ -134,7 +143,9 @@ class Device:
         return self.start()
 
 
-def make_device(workdir: Path, name: str, host: str, client_key: str, extra_config: str = "") -> Device:
+def make_device(
+    workdir: Path, name: str, host: str, client_key: str, extra_config: str = ""
+) -> Device:
     assert_loopback(host)
     if not os.path.exists(SSHD):
         pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
@@ -175,7 +186,9 @@ MaxStartups 100:30:200
     return device.start()
 
 
-def connect(device: Device, known_hosts: Path | None = None, via: tuple[str, int] | None = None, **options):
+def connect(
+    device: Device, known_hosts: Path | None = None, via: tuple[str, int] | None = None, **options
+):
     """A ramp_edge Connection to `device` with its host key pinned (or `known_hosts` as given)."""
     from ramp_edge.fleet.ssh import Connection
 
@@ -199,8 +212,16 @@ def connect(device: Device, known_hosts: Path | None = None, via: tuple[str, int
     )
 
 
-def write_inventory(path: Path, devices: list[Device], *, key: str, artifact_device: dict | None = None) -> Path:
-    """An Ansible YAML inventory for `devices` (device profile = device name unless mapped)."""
+# device profile (device_profiles/<id>.toml) each simulated device stands in for
+PROFILES = {"pi4": "raspberry-pi-4-4gb", "orin": "jetson-orin-nano-8gb", "laptop": "laptop-x86"}
+
+
+def profile_of(device: Device) -> str:
+    return PROFILES.get(device.name, "laptop-x86")
+
+
+def write_inventory(path: Path, devices: list[Device], *, key: str) -> Path:
+    """An Ansible YAML inventory for `devices`, each with a `device:` profile."""
     lines = [
         "all:",
         "  vars:",
@@ -210,8 +231,8 @@ def write_inventory(path: Path, devices: list[Device], *, key: str, artifact_dev
         "  hosts:",
     ]
     for d in devices:
-        profile = (artifact_device or {}).get(d.name, d.name)
-        lines.append(f"    {d.name}: {{ansible_host: {d.host}, ansible_port: {d.port}, device: {profile}}}")
+        address = f"ansible_host: {d.host}, ansible_port: {d.port}"
+        lines.append(f"    {d.name}: {{{address}, device: {profile_of(d)}}}")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -220,9 +241,11 @@ def write_inventory(path: Path, devices: list[Device], *, key: str, artifact_dev
 
 
 class ShapingProxy:
-    """Loopback TCP proxy with failure modes (research §5): "up" | "blackhole" | "reset" | "refuse"."""
+    """Loopback TCP proxy (research §5); modes "up" | "blackhole" | "refuse"."""
 
-    def __init__(self, listen: tuple[str, int], target: tuple[str, int], rate_bps: float | None = None) -> None:
+    def __init__(
+        self, listen: tuple[str, int], target: tuple[str, int], rate_bps: float | None = None
+    ) -> None:
         for h, _ in (listen, target):
             assert_loopback(h)
         self.listen, self.target, self.rate = listen, target, rate_bps
@@ -292,7 +315,9 @@ class ShapingProxy:
             return
         self.conns.append((client_writer, up_writer))
         await asyncio.gather(
-            self._pipe(client_reader, up_writer), self._pipe(up_reader, client_writer), return_exceptions=True
+            self._pipe(client_reader, up_writer),
+            self._pipe(up_reader, client_writer),
+            return_exceptions=True,
         )
         client_writer.close()
         up_writer.close()
@@ -335,7 +360,11 @@ def _memory_cgroup_root() -> Path | None:
             if (base / "memory.limit_in_bytes").exists() and os.access(base, os.W_OK):
                 return base
     v2 = Path("/sys/fs/cgroup")
-    if "memory" in (v2 / "cgroup.controllers").read_text().split() if (v2 / "cgroup.controllers").exists() else []:
+    if (
+        "memory" in (v2 / "cgroup.controllers").read_text().split()
+        if (v2 / "cgroup.controllers").exists()
+        else []
+    ):
         own = next((ln.split(":", 2)[2] for ln in lines if ln.startswith("0::")), None)
         if own is not None and os.access(v2 / own.lstrip("/"), os.W_OK):
             return v2 / own.lstrip("/")

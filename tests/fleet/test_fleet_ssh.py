@@ -112,7 +112,7 @@ def test_push_resumes_after_sshd_killed_mid_push(device_factory, tmp_path):
             killed.set()
             device.kill_all()
 
-    with connect(device) as conn, pytest.raises(RemoteError, match="connection lost|stalled"):
+    with connect(device) as conn, pytest.raises(RemoteError, match=r"connection lost|stalled"):
         conn.put(local, "models/big.gguf", progress=kill_at_third)
     partial = device.home / "models" / "big.gguf.partial"
     assert killed.is_set() and 0 < partial.stat().st_size < size
@@ -139,7 +139,7 @@ def test_stalled_link_fails_within_30_s(fleet, proxy_factory, tmp_path):
     conn = connect(device, via=proxy.listen)  # default stall_timeout (15 s)
     conn.open()
     start = time.monotonic()
-    with pytest.raises(LinkStalledError, match="link stalled .* no reply .* for 15 s") as info:
+    with pytest.raises(LinkStalledError, match=r"link stalled .* no reply .* for 15 s") as info:
         conn.put(local, "stall.gguf", progress=blackhole_after_2mb)
     assert time.monotonic() - start < 30
     assert device.name in str(info.value)
@@ -158,7 +158,7 @@ def test_stalled_link_fails_within_30_s(fleet, proxy_factory, tmp_path):
 def test_unknown_host_key_is_refused_unless_trusted(fleet, tmp_path):
     device = fleet[0]
     empty = tmp_path / "known_hosts"
-    with pytest.raises(HostKeyError, match="not in known_hosts.*--trust-new-host"):
+    with pytest.raises(HostKeyError, match=r"not in known_hosts.*--trust-new-host"):
         connect(device, known_hosts=empty).open()
     assert not empty.exists()
     with connect(device, known_hosts=empty, trust_new_host=True) as conn:
@@ -173,7 +173,7 @@ def test_changed_host_key_is_refused_even_when_trusting(fleet, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text(f"[{impostor.host}]:{impostor.port} {real.host_pub}\n")
     for trust in (False, True):
-        with pytest.raises(HostKeyError, match="CHANGED.*ssh-keygen -R"):
+        with pytest.raises(HostKeyError, match=r"CHANGED.*ssh-keygen -R"):
             connect(impostor, known_hosts=known, trust_new_host=trust).open()
 
 
@@ -201,13 +201,19 @@ def test_missing_key_wrong_key_and_unreachable_host(fleet, tmp_path):
     known = tmp_path / "kh"
     known.write_text(device.known_hosts_line() + "\n")
     conn = Connection(
-        device.host, port=device.port, user=device.user, key_filename=other, known_hosts=[known],
-        ssh_config=False, allow_agent=False, look_for_keys=False,
+        device.host,
+        port=device.port,
+        user=device.user,
+        key_filename=other,
+        known_hosts=[known],
+        ssh_config=False,
+        allow_agent=False,
+        look_for_keys=False,
     )
     with pytest.raises(RemoteError, match="authentication failed"):
         conn.open()
     start = time.monotonic()
-    with pytest.raises(RemoteError, match="cannot reach 127.0.0.9"):
+    with pytest.raises(RemoteError, match=r"cannot reach 127.0.0.9"):
         Connection("127.0.0.9", port=1, ssh_config=False, known_hosts=[known]).open()
     assert time.monotonic() - start < 5
 
@@ -220,6 +226,8 @@ def test_local_connection_matches_interface(tmp_path):
     push = conn.put(local, f"a/{NASTY}")
     assert conn.put(local, f"a/{NASTY}").skipped and push.sha256 == _sha(local)
     assert conn.run(["printf", "%s", NASTY]).stdout == NASTY
-    assert conn.run([PYTHON, "-c", "import os; os.kill(os.getpid(), 9)"], check=False).exit_code == 137
+    assert (
+        conn.run([PYTHON, "-c", "import os; os.kill(os.getpid(), 9)"], check=False).exit_code == 137
+    )
     with pytest.raises(ArtifactError):
         conn.put(tmp_path / "missing", "x")
