@@ -1,0 +1,372 @@
+"""Train, save and apply the RAMP allocation policy (Soft Actor-Critic, stable-baselines3).
+
+`train` fits a SAC policy on one or more models' `AllocationEnv`s at a spread of budgets and
+saves it as an SB3 zip with an extra member `ramp_edge.json` (ramp-edge version, observation
+layout, reward constants, training models/budgets/steps, system info; SB3 itself stores its
+version and system info). `apply_policy` runs the policy deterministically on any model, zero
+shot, and repairs the result to the budget with the knapsack's repair
+(`ramp_edge.allocate.api.fit_to_budget`), so the recipe always fits.
+
+Reference: Haarnoja et al. 2018, "Soft Actor-Critic" (arXiv:1801.01290); SB3's `SAC`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3 import SAC
+from stable_baselines3.common.callbacks import BaseCallback
+
+from ramp_edge import __version__
+from ramp_edge.errors import ArtifactError, ConfigError
+from ramp_edge.rl import reward as rw
+from ramp_edge.rl.env import BPW_HI, BPW_LO, OBS_DIM, SPAN_BPW, AllocationEnv, ModelTask, make_task
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[float, float, str], None]
+META_MEMBER = "ramp_edge.json"
+POLICY_FORMAT = 1
+DEFAULT_BUDGETS_BPW = (3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5)
+
+# SAC settings. Small networks: 14 inputs, 1 output; [64, 64] keeps policy.zip ~100 kB and
+# updates fast on 2 CPU cores. gamma 0.99: an episode is ~200 steps and the budget term is
+# densely shaped, so a ~100-step horizon suffices. learning_starts: one SmolLM2 episode of
+# random actions before the first update.
+SAC_KWARGS: dict[str, Any] = {
+    "learning_rate": 3e-4,
+    "buffer_size": 200_000,
+    "batch_size": 128,
+    "gamma": 0.99,
+    "tau": 0.01,
+    "train_freq": 1,
+    "gradient_steps": 1,
+    "ent_coef": "auto",
+    "policy_kwargs": {"net_arch": [64, 64]},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    path: Path
+    steps: int
+    seconds: float
+    episodes: int
+    models: tuple[str, ...]
+    budgets_bpw: tuple[float, ...]
+    mean_budget_ratio: float  # last episodes: used bytes / capacity
+    mean_err_ratio: float  # last episodes: summed error / par allocation's
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "steps": self.steps,
+            "seconds": round(self.seconds, 2),
+            "episodes": self.episodes,
+            "models": list(self.models),
+            "budgets_bpw": list(self.budgets_bpw),
+            "mean_budget_ratio": round(self.mean_budget_ratio, 4),
+            "mean_err_ratio": round(self.mean_err_ratio, 4),
+        }
+
+
+class _Callback(BaseCallback):
+    """Reports progress, records episode summaries and writes periodic checkpoints."""
+
+    def __init__(
+        self,
+        total: int,
+        progress: ProgressFn | None,
+        checkpoint: Path | None,
+        every: int,
+        meta: dict[str, Any],
+    ):
+        super().__init__()
+        self.total = total
+        self.progress = progress
+        self.checkpoint = checkpoint
+        self.every = every
+        self.meta = meta
+        self.episodes: list[dict[str, Any]] = []
+        self._start = 0
+
+    def _on_training_start(self) -> None:
+        self._start = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        for info, done in zip(
+            self.locals.get("infos", []), self.locals.get("dones", []), strict=False
+        ):
+            if done and "budget_ratio" in info:
+                self.episodes.append(
+                    {
+                        "budget_ratio": info["budget_ratio"],
+                        "err_ratio": info["err_total"] / info["err_scale"],
+                    }
+                )
+        done_steps = self.num_timesteps - self._start
+        if self.progress and done_steps % 64 == 0:
+            last = self.episodes[-1] if self.episodes else None
+            desc = (
+                "SAC"
+                if last is None
+                else (
+                    f"SAC ep {len(self.episodes)} size {last['budget_ratio']:.3f} "
+                    f"err {last['err_ratio']:.3f}"
+                )
+            )
+            self.progress(done_steps, self.total, desc)
+        if self.checkpoint is not None and self.every > 0 and done_steps % self.every == 0:
+            save_policy(self.model, self.checkpoint, self.meta)
+        return True
+
+
+def system_info() -> dict[str, str]:
+    import gymnasium
+    import stable_baselines3
+    import torch
+
+    return {
+        "ramp_edge": __version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "gymnasium": gymnasium.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _write_metadata(path: Path, meta: Mapping[str, Any]) -> None:
+    with zipfile.ZipFile(path, "a") as zf:
+        if META_MEMBER in zf.namelist():  # resumed from a file that already has one
+            return
+        zf.writestr(META_MEMBER, json.dumps(meta, indent=2))
+
+
+def save_policy(model: SAC, path: Path, meta: dict[str, Any]) -> None:
+    """Save the SB3 zip with the ramp-edge metadata member, atomically (temp file + rename)."""
+    tmp = path.with_name(path.name + ".partial.zip")
+    model.save(tmp)
+    doc = dict(meta)
+    doc["steps"] = int(model.num_timesteps)
+    doc["created_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    _write_metadata(tmp, doc)
+    tmp.replace(path)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The ramp-edge metadata stored in a policy zip."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"policy file {path} not found")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if META_MEMBER not in zf.namelist():
+                raise ArtifactError(f"{path} is not a ramp-edge policy (no {META_MEMBER})")
+            meta = json.loads(zf.read(META_MEMBER))
+    except (zipfile.BadZipFile, json.JSONDecodeError) as err:
+        raise ArtifactError(f"{path} is not a readable policy zip ({err})") from None
+    if int(meta.get("format", 0)) > POLICY_FORMAT:
+        raise ArtifactError(f"{path} was written by a newer ramp-edge; upgrade ramp-edge")
+    if int(meta.get("obs_dim", -1)) != OBS_DIM:
+        raise ArtifactError(
+            f"{path} expects {meta.get('obs_dim')} inputs; this version gives {OBS_DIM}"
+        )
+    return meta
+
+
+def train(
+    tasks: Sequence[ModelTask],
+    out: str | Path,
+    steps: int = 20_000,
+    budgets_bpw: Sequence[float] = DEFAULT_BUDGETS_BPW,
+    resume: str | Path | None = None,
+    seed: int = 0,
+    config: rw.RewardConfig = rw.DEFAULT_CONFIG,
+    true_quality: Callable[[ModelTask, Mapping[str, str]], float] | None = None,
+    true_every: int = 0,
+    checkpoint_every: int = 5_000,
+    progress: ProgressFn | None = None,
+) -> TrainResult:
+    """Train (or continue training) a policy and save it to `out`.
+
+    Args:
+        tasks: models to train on (`env.make_task(source, table)`).
+        out: the policy zip to write; checkpoints go to `<out stem>.ckpt.zip` beside it.
+        steps: environment steps (one step = one tensor).
+        budgets_bpw: whole-file budgets sampled per episode.
+        resume: a policy/checkpoint zip to continue from (its optimiser state included).
+        true_quality, true_every: optional measured quality at episode end (see AllocationEnv).
+        progress: callback(done_steps, total_steps, description).
+    """
+    import torch
+
+    torch.set_num_threads(1)  # tiny networks: threads cost more than they give on shared cores
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    env = AllocationEnv(
+        tasks,
+        budgets_bpw,
+        config=config,
+        true_quality=true_quality,
+        true_every=true_every,
+        seed=seed,
+    )
+    if resume is not None:
+        read_metadata(resume)
+        model = SAC.load(str(resume), env=env, device="cpu")
+        logger.info("resuming from %s at step %d", resume, model.num_timesteps)
+    else:
+        model = SAC(
+            "MlpPolicy",
+            env,
+            seed=seed,
+            device="cpu",
+            verbose=0,
+            learning_starts=min(256, max(1, steps // 4)),
+            **SAC_KWARGS,
+        )
+    meta: dict[str, Any] = {
+        "format": POLICY_FORMAT,
+        "kind": "ramp-edge/policy",
+        "obs_dim": OBS_DIM,
+        "bpw_range": [BPW_LO, BPW_HI],
+        "action": {"kind": "residual-bpw", "span_bpw": SPAN_BPW},
+        "reward": config.to_dict(),
+        "sac": dict(SAC_KWARGS),
+        "models": [t.model_id for t in tasks],
+        "budgets_bpw": list(budgets_bpw),
+        "seed": seed,
+        "system": system_info(),
+    }
+    ckpt = out.with_name(out.stem + ".ckpt.zip")
+    cb = _Callback(steps, progress, ckpt, checkpoint_every, meta)
+    start = time.perf_counter()
+    model.learn(total_timesteps=steps, callback=cb, reset_num_timesteps=resume is None)
+    seconds = time.perf_counter() - start
+    meta["train_seconds"] = round(seconds, 2)
+    save_policy(model, out, meta)
+    last = cb.episodes[-20:]
+    if progress:
+        progress(steps, steps, "SAC done")
+    return TrainResult(
+        out,
+        int(model.num_timesteps),
+        seconds,
+        len(cb.episodes),
+        tuple(meta["models"]),
+        tuple(float(b) for b in budgets_bpw),
+        float(np.mean([e["budget_ratio"] for e in last])) if last else float("nan"),
+        float(np.mean([e["err_ratio"] for e in last])) if last else float("nan"),
+        meta,
+    )
+
+
+def kld_quality(
+    source: Any, n_chunks: int = 2, threads: int | None = None
+) -> Callable[[ModelTask, Mapping[str, str]], float]:
+    """A true-quality callable for `AllocationEnv`: export the episode's allocation, measure KLD.
+
+    Returns mean KL(source || exported) over `n_chunks` WikiText-2 windows, divided by that of
+    the uniform Q4_0 file measured once (so 1.0 = as bad as uniform Q4_0). Each call costs an
+    export plus `n_chunks` forward passes; use it every few hundred episodes.
+    """
+    import tempfile
+
+    from ramp_edge.evaluate.perplexity import kl_divergence
+    from ramp_edge.quant.export import export_model
+    from ramp_edge.recipe import Recipe, uniform
+
+    ref_path = str(source.path)
+    scale: list[float] = []
+
+    def measure(recipe: Recipe) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "episode.gguf"
+            export_model(source, recipe, out)
+            return float(kl_divergence(out, ref_path, n_chunks=n_chunks, threads=threads).mean_kld)
+
+    def quality(task: ModelTask, types: Mapping[str, str]) -> float:
+        if not scale:
+            scale.append(max(measure(uniform(source, "Q4_0")), 1e-9))
+        allocation = tuple((s.name, types.get(s.name, s.source_type)) for s in source.specs)
+        loss = measure(Recipe(task.model_id, allocation, "sac-episode")) / scale[0]
+        logger.info("episode KLD ratio %.4f", loss)
+        return loss
+
+    return quality
+
+
+def load_policy(path: str | Path) -> tuple[SAC, dict[str, Any]]:
+    """The SAC model and its ramp-edge metadata (checked against this version)."""
+    meta = read_metadata(path)
+    try:
+        model = SAC.load(str(path), device="cpu")
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise ArtifactError(f"{path}: cannot load the policy ({err})") from None
+    return model, meta
+
+
+def rollout(model: SAC, task: ModelTask, capacity: int) -> dict[str, str]:
+    """Run the policy deterministically over one model; tensor name -> type (before repair)."""
+    env = AllocationEnv([task], capacity=capacity)
+    obs, _ = env.reset(seed=0)
+    done = False
+    while not done:
+        action, _ = model.predict(obs, deterministic=True)
+        obs, _, done, _, _ = env.step(action)
+    return env.types()
+
+
+def apply_policy(source: Any, table: Any, budget: Any, policy_path: str | Path) -> Any:
+    """Allocate `source` with a trained policy, zero shot, then repair to the budget.
+
+    Args:
+        source: an opened model.
+        table: its SensitivityTable (candidate types, bytes and errors).
+        budget: a `ramp_edge.allocate.budget.Budget`.
+        policy_path: a policy zip written by `train`.
+
+    Returns:
+        A Recipe with method "sac", at or under the budget (within 0.5% where types allow).
+    """
+    from ramp_edge.allocate import knapsack as ks
+    from ramp_edge.allocate.api import fit_to_budget
+    from ramp_edge.recipe import Recipe
+
+    start = time.perf_counter()
+    model, meta = load_policy(policy_path)
+    task = make_task(source, table)
+    target = budget.target_bytes(source.info.n_params)
+    capacity = max(min(target - task.fixed_bytes, task.max_bytes), task.min_bytes)
+    types = rollout(model, task, capacity)
+    policy_bytes = sum(
+        next(o[1] for o in opts if o[0] == types[name])
+        for name, opts in zip(task.names, task.options, strict=True)
+    )
+    choice = ks.choice_from_types(table, types)
+    recipe = fit_to_budget(source, table, choice, budget, "sac")
+    changed = sum(1 for n, t in recipe.allocation if n in types and types[n] != t)
+    notes = dict(recipe.notes)
+    notes.update(
+        {
+            "policy": str(policy_path),
+            "policy_models": meta.get("models", []),
+            "policy_steps": meta.get("steps"),
+            "policy_bytes_before_repair": int(policy_bytes),
+            "repaired_tensors": changed,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+    )
+    return Recipe(recipe.model_id, recipe.allocation, "sac", recipe.budget, notes)

@@ -1,0 +1,75 @@
+"""A tiny SAC run and a zero-shot application on the stories260K fixture."""
+
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+
+pytest.importorskip("stable_baselines3")
+pytest.importorskip("gymnasium")
+
+
+@pytest.fixture(scope="module")
+def stories(stories_gguf):
+    from ramp_edge.allocate.sensitivity import measure_sensitivity
+    from ramp_edge.models import resolve
+    from ramp_edge.source import open_source
+
+    source = open_source(resolve(str(stories_gguf)))
+    return source, measure_sensitivity(source)
+
+
+@pytest.mark.slow
+def test_train_then_apply_fits_budget(stories, tmp_path):
+    from ramp_edge.allocate.budget import parse_budget
+    from ramp_edge.quant.export import plan_export
+    from ramp_edge.recipe import Recipe, validate
+    from ramp_edge.rl import sac
+    from ramp_edge.rl.env import make_task
+
+    source, table = stories
+    task = make_task(source, table)
+    seen = []
+    out = tmp_path / "policy.zip"
+    result = sac.train(
+        [task],
+        out,
+        steps=64,
+        budgets_bpw=(11.0, 12.0),
+        checkpoint_every=32,
+        progress=lambda d, t, desc: seen.append((d, t)),
+    )
+    assert out.is_file() and result.steps == 64
+    assert seen and seen[-1] == (64, 64)
+    assert out.with_name("policy.ckpt.zip").is_file()
+    with zipfile.ZipFile(out) as zf:
+        assert sac.META_MEMBER in zf.namelist()
+    meta = sac.read_metadata(out)
+    assert meta["system"]["ramp_edge"] and meta["obs_dim"] == 14
+
+    budget = parse_budget("11.5bpw")
+    recipe = sac.apply_policy(source, table, budget, out)
+    assert isinstance(recipe, Recipe) and recipe.method == "sac"
+    validate(recipe, source)
+    size = plan_export(source, recipe).size_bytes
+    assert size <= budget.target_bytes(source.info.n_params)
+
+    # resumable from the periodic checkpoint, which carries the metadata too
+    ckpt = out.with_name("policy.ckpt.zip")
+    assert sac.read_metadata(ckpt)["steps"] in (32, 64)
+    again = sac.train([task], tmp_path / "more.zip", steps=32, budgets_bpw=(11.0,), resume=ckpt)
+    assert again.steps > 32
+
+
+def test_read_metadata_rejects_non_policy(tmp_path):
+    from ramp_edge.errors import ArtifactError, ConfigError
+    from ramp_edge.rl import sac
+
+    bad = tmp_path / "x.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("data", "{}")
+    with pytest.raises(ArtifactError):
+        sac.read_metadata(bad)
+    with pytest.raises(ConfigError):
+        sac.read_metadata(tmp_path / "missing.zip")
