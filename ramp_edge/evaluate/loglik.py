@@ -7,9 +7,11 @@ context move to the continuation; ``context + continuation`` is encoded as a who
 the token length of the context encoded alone; the model input is ``context_enc +
 continuation_enc``, left-truncated to n_ctx + 1 tokens, minus the last token. An empty context
 is replaced by the BOS token (EOS when the model has none). BOS is prepended to every
-encoding when the GGUF says so (``tokenizer.ggml.add_bos_token``; SmolLM2: no), which is
-llama.cpp's convention; lm-eval's HF backend adds no BOS unless asked, so for models whose
-GGUF adds BOS pass ``add_bos=False`` to reproduce lm-eval exactly.
+encoding when the GGUF says so (``tokenizer.ggml.add_bos_token``; SmolLM2: no), the GGUF
+counterpart of lm-eval's HF backend, which (0.4.13, ``add_bos_token`` unset) encodes with the
+tokenizer's own default; ``add_bos=`` overrides it like lm-eval's ``add_bos_token=``. Known
+residual difference: llama.cpp's pre-tokenizer can split runs of spaces differently from the HF
+tokenizer (SmolLM2: 4 of 3,598 requests in scripts/crosscheck_lmeval.py, all in piqa).
 
 KV-cache reuse (research/toolchain.md §8.3): the context is evaluated once, alone, from position
 0; for each choice ``llm.n_tokens`` is set back to the context length and only the continuation
@@ -49,13 +51,25 @@ logger = logging.getLogger(__name__)
 DEFAULT_N_CTX = 2048  # lm-eval's default max_length for the HF backend
 
 
+def default_threads() -> int:
+    """$RAMP_EDGE_THREADS when set (> 0), else every core."""
+    value = os.environ.get("RAMP_EDGE_THREADS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"RAMP_EDGE_THREADS must be a positive integer, got {value!r}")
+        return int(value)
+    return os.cpu_count() or 1
+
+
 class LlamaCppScorer:
     """Score (context, continuation) pairs with a GGUF model, reusing the KV cache.
 
     Args:
         model_path: a GGUF file.
         n_ctx: context window in tokens; longer requests are left-truncated (as lm-eval).
-        n_threads: CPU threads; os.cpu_count() when None.
+        n_threads: CPU threads; when None, $RAMP_EDGE_THREADS or else os.cpu_count(). On a
+            machine shared with other busy processes, fewer threads than cores is much faster
+            (llama.cpp threads spin at barriers).
         n_batch: tokens per llama_decode call.
         add_bos: prepend BOS; None = as the GGUF's add_bos_token says.
         verbose: let llama.cpp log to stderr.
@@ -79,7 +93,7 @@ class LlamaCppScorer:
             raise ArtifactError(f"{path}: no such GGUF file")
         if n_ctx < 8:
             raise ConfigError(f"n_ctx must be at least 8 tokens, got {n_ctx}")
-        threads = n_threads or os.cpu_count() or 1
+        threads = n_threads or default_threads()
         try:
             self.llm = llama_cpp.Llama(
                 model_path=str(path),
@@ -101,7 +115,7 @@ class LlamaCppScorer:
         bos, eos = self.llm.token_bos(), self.llm.token_eos()
         self._bos = [bos] if self.add_bos and bos >= 0 else []
         self._prefix_token = bos if bos >= 0 else eos  # lm-eval's prefix_token_id
-        self._ctx_cache: tuple[str, list[int]] = ("\x00never", [])
+        self._ctx_cache: tuple[str | None, list[int]] = (None, [])
         self._kv_context: list[int] = []  # context tokens whose KV the model holds at 0..n-1
         self.n_evaluated_tokens = 0  # tokens actually run through the model (reuse saves the rest)
 

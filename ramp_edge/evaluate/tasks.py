@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from ramp_edge.errors import ArtifactError, ConfigError
+from ramp_edge.errors import ArtifactError, ConfigError, RampEdgeError
 from ramp_edge.evaluate.runner import Runner
 
 logger = logging.getLogger(__name__)
@@ -101,11 +101,17 @@ class Item:
         if len(self.choice_chars) != len(self.requests):
             raise ArtifactError("choice_chars and requests differ in length")
         if not 0 <= self.gold < len(self.requests):
-            raise ArtifactError(f"gold index {self.gold} out of range for {len(self.requests)} choices")
+            raise ArtifactError(
+                f"gold index {self.gold} out of range for {len(self.requests)} choices"
+            )
         if any(n <= 0 for n in self.choice_chars):
             raise ArtifactError("empty answer choice")
         for context, continuation in self.requests:
-            if not isinstance(context, str) or not isinstance(continuation, str) or not continuation:
+            if (
+                not isinstance(context, str)
+                or not isinstance(continuation, str)
+                or not continuation
+            ):
                 raise ArtifactError("requests must be (str, non-empty str) pairs")
 
 
@@ -225,8 +231,11 @@ def arc_doc_to_item(doc: Doc) -> Item:
     labels = list(doc["choices"]["label"])
     if doc["answerKey"] not in labels:
         raise ValueError(f"answerKey {doc['answerKey']!r} not among labels {labels}")
-    return _item(f"Question: {doc['question']}\nAnswer:", doc["choices"]["text"],
-                 labels.index(doc["answerKey"]))
+    return _item(
+        f"Question: {doc['question']}\nAnswer:",
+        doc["choices"]["text"],
+        labels.index(doc["answerKey"]),
+    )
 
 
 def piqa_doc_to_item(doc: Doc) -> Item:
@@ -270,8 +279,9 @@ def winogrande_doc_to_item(doc: Doc) -> Item:
 
 def boolq_doc_to_item(doc: Doc) -> Item:
     """lm-eval boolq: ``{{passage}}\\nQuestion: {{question}}?\\nAnswer:``, choices no/yes."""
-    return _item(f"{doc['passage']}\nQuestion: {doc['question']}?\nAnswer:", ["no", "yes"],
-                 int(doc["label"]))
+    return _item(
+        f"{doc['passage']}\nQuestion: {doc['question']}?\nAnswer:", ["no", "yes"], int(doc["label"])
+    )
 
 
 # --------------------------------------------------------------------------- readers
@@ -333,9 +343,13 @@ def _read_piqa(folder: Path) -> Iterator[tuple[str, int, Doc]]:
     for line_no, raw in _read_jsonl(folder / "valid.jsonl"):
         label_no, label = next(labels, (line_no, None))
         if label is None:
-            raise ArtifactError(f"{labels_path}:{line_no}: missing label (fewer lines than valid.jsonl)")
+            raise ArtifactError(
+                f"{labels_path}:{line_no}: missing label (fewer lines than valid.jsonl)"
+            )
         if label.strip() not in ("0", "1"):
-            raise ArtifactError(f"{labels_path}:{label_no}: label must be 0 or 1, got {label.strip()!r}")
+            raise ArtifactError(
+                f"{labels_path}:{label_no}: label must be 0 or 1, got {label.strip()!r}"
+            )
         yield "valid.jsonl", line_no, {**raw, "label": int(label)}
 
 
@@ -370,18 +384,24 @@ def _read_hellaswag(folder: Path) -> Iterator[tuple[str, int, Doc]]:
         if gold.strip() not in ("0", "1", "2", "3"):
             raise ArtifactError(f"{path}:{first + 1}: gold label must be 0-3, got {gold.strip()!r}")
         ctx_a, ctx_b = split_hellaswag_ctx(ctx)
-        yield path.name, first, {
-            "activity_label": label,
-            "ctx_a": ctx_a,
-            "ctx_b": ctx_b,
-            "endings": endings,
-            "label": int(gold),
-        }
+        yield (
+            path.name,
+            first,
+            {
+                "activity_label": label,
+                "ctx_a": ctx_a,
+                "ctx_b": ctx_b,
+                "endings": endings,
+                "label": int(gold),
+            },
+        )
     if any(part.strip() for part in group):
         raise ArtifactError(f"{path}:{first}: truncated item ({len(group)} of 6 lines)")
 
 
-def winogrande_from_partial(context_options: Sequence[str], continuation: str) -> tuple[str, str, str]:
+def winogrande_from_partial(
+    context_options: Sequence[str], continuation: str
+) -> tuple[str, str, str]:
     """Rebuild (sentence, option1, option2) from MosaicML's partial form.
 
     The blank is placed after the last space of the options' common prefix, so that lm-eval's
@@ -412,15 +432,19 @@ def _read_winogrande(folder: Path) -> Iterator[tuple[str, int, Doc]]:
                 raise ValueError(f"gold must be 0 or 1, got {gold}")
         except (KeyError, TypeError, ValueError) as err:
             raise ArtifactError(f"{path}:{line_no}: malformed WinoGrande row ({err!r})") from None
-        yield path.name, line_no, {
-            "sentence": sentence,
-            "option1": option1,
-            "option2": option2,
-            "answer": str(gold + 1),
-        }
+        yield (
+            path.name,
+            line_no,
+            {
+                "sentence": sentence,
+                "option1": option1,
+                "option2": option2,
+                "answer": str(gold + 1),
+            },
+        )
 
 
-_BOOL_LABELS = {"true": 1, "false": 0, True: 1, False: 0, 1: 1, 0: 0}
+_BOOL_LABELS = {"true": 1, "false": 0, True: 1, False: 0}  # True == 1 and False == 0 as keys
 
 
 def _read_boolq(folder: Path) -> Iterator[tuple[str, int, Doc]]:
@@ -440,39 +464,76 @@ TASKS: dict[str, MultipleChoiceTask] = {
     task.name: task
     for task in (
         MultipleChoiceTask(
-            name="arc_easy", version=1, reference="lm-eval arc_easy (metadata version 1.0)",
-            split="test", source="arc", files=("ARC-Easy-Test.jsonl",), n_docs=2376,
-            metrics=("acc", "acc_norm"), read_docs=_arc_reader("ARC-Easy-Test.jsonl"),
+            name="arc_easy",
+            version=1,
+            reference="lm-eval arc_easy (metadata version 1.0)",
+            split="test",
+            source="arc",
+            files=("ARC-Easy-Test.jsonl",),
+            n_docs=2376,
+            metrics=("acc", "acc_norm"),
+            read_docs=_arc_reader("ARC-Easy-Test.jsonl"),
             doc_to_item=arc_doc_to_item,
         ),
         MultipleChoiceTask(
-            name="arc_challenge", version=1, reference="lm-eval arc_challenge (metadata version 1.0)",
-            split="test", source="arc", files=("ARC-Challenge-Test.jsonl",), n_docs=1172,
-            metrics=("acc", "acc_norm"), read_docs=_arc_reader("ARC-Challenge-Test.jsonl"),
+            name="arc_challenge",
+            version=1,
+            reference="lm-eval arc_challenge (metadata version 1.0)",
+            split="test",
+            source="arc",
+            files=("ARC-Challenge-Test.jsonl",),
+            n_docs=1172,
+            metrics=("acc", "acc_norm"),
+            read_docs=_arc_reader("ARC-Challenge-Test.jsonl"),
             doc_to_item=arc_doc_to_item,
         ),
         MultipleChoiceTask(
-            name="piqa", version=1, reference="lm-eval piqa (metadata version 1.0)",
-            split="validation", source="piqa", files=("valid.jsonl", "valid-labels.lst"),
-            n_docs=1838, metrics=("acc", "acc_norm"), read_docs=_read_piqa,
+            name="piqa",
+            version=1,
+            reference="lm-eval piqa (metadata version 1.0)",
+            split="validation",
+            source="piqa",
+            files=("valid.jsonl", "valid-labels.lst"),
+            n_docs=1838,
+            metrics=("acc", "acc_norm"),
+            read_docs=_read_piqa,
             doc_to_item=piqa_doc_to_item,
         ),
         MultipleChoiceTask(
-            name="hellaswag", version=1,
-            reference="lm-eval hellaswag (metadata version 1.0); ctx_a/ctx_b recovered heuristically",
-            split="validation", source="hellaswag", files=("hellaswag_val_full.txt.bz2",),
-            n_docs=10042, metrics=("acc", "acc_norm"), read_docs=_read_hellaswag,
+            name="hellaswag",
+            version=1,
+            reference="lm-eval hellaswag (metadata version 1.0); ctx_a/ctx_b split heuristically",
+            split="validation",
+            source="hellaswag",
+            files=("hellaswag_val_full.txt.bz2",),
+            n_docs=10042,
+            metrics=("acc", "acc_norm"),
+            read_docs=_read_hellaswag,
             doc_to_item=hellaswag_doc_to_item,
         ),
         MultipleChoiceTask(
-            name="winogrande", version=1, reference="lm-eval winogrande, winogrande_xl (version 1.0)",
-            split="validation", source="winogrande", files=("winogrande.jsonl",), n_docs=1267,
-            metrics=("acc",), read_docs=_read_winogrande, doc_to_item=winogrande_doc_to_item,
+            name="winogrande",
+            version=1,
+            reference="lm-eval winogrande, winogrande_xl (version 1.0)",
+            split="validation",
+            source="winogrande",
+            files=("winogrande.jsonl",),
+            n_docs=1267,
+            metrics=("acc",),
+            read_docs=_read_winogrande,
+            doc_to_item=winogrande_doc_to_item,
         ),
         MultipleChoiceTask(
-            name="boolq", version=1, reference="lm-eval boolq, super_glue (version 2.0)",
-            split="validation", source="boolq", files=("val.jsonl",), n_docs=3270,
-            metrics=("acc",), read_docs=_read_boolq, doc_to_item=boolq_doc_to_item,
+            name="boolq",
+            version=1,
+            reference="lm-eval boolq, super_glue (version 2.0)",
+            split="validation",
+            source="boolq",
+            files=("val.jsonl",),
+            n_docs=3270,
+            metrics=("acc",),
+            read_docs=_read_boolq,
+            doc_to_item=boolq_doc_to_item,
         ),
     )
 }
@@ -487,7 +548,7 @@ def get_task(name: str) -> MultipleChoiceTask:
 
 
 def parse_task_names(spec: str | Iterable[str]) -> list[str]:
-    """``"arc_easy, piqa"`` or a list -> validated names, duplicates dropped; ``all`` = every task."""
+    """``"arc_easy, piqa"`` or a list -> validated names without duplicates; ``all`` = all tasks."""
     parts = spec.split(",") if isinstance(spec, str) else list(spec)
     names: list[str] = []
     for part in (p.strip() for p in parts):
@@ -513,7 +574,9 @@ def check_limit(limit: int | None) -> None:
 def score_item(item: Item, results: Sequence[tuple[float, bool]]) -> tuple[float, float]:
     """(acc, acc_norm) of one item from its per-choice (loglikelihood, is_greedy) results."""
     if len(results) != len(item.requests):
-        raise ValueError(f"got {len(results)} results for {len(item.requests)} choices")
+        raise RampEdgeError(
+            f"runner returned {len(results)} results for {len(item.requests)} choices"
+        )
     lls = np.array([float(ll) for ll, _ in results], dtype=np.float64)
     acc = float(int(np.argmax(lls)) == item.gold)
     acc_norm = float(int(np.argmax(lls / np.array(item.choice_chars, np.float64))) == item.gold)
@@ -562,8 +625,13 @@ def evaluate_items(
         acc_norm_stderr=mean_stderr(norms) if with_norm else None,
         items_per_s=len(items) / elapsed,
     )
-    logger.info("%s: acc %.4f over %d items (%.2f items/s)", task.name, result.acc, result.n,
-                result.items_per_s)
+    logger.info(
+        "%s: acc %.4f over %d items (%.2f items/s)",
+        task.name,
+        result.acc,
+        result.n,
+        result.items_per_s,
+    )
     return result
 
 
@@ -597,12 +665,18 @@ def evaluate_tasks(
     offset = 0
     results: list[TaskResult] = []
     for task, items in loaded:
+        tick: Callable[[int], None] | None = None
         if progress is not None:
             progress(offset, total, task.name)
 
-            def tick(done: int, _base: int = offset, _name: str = task.name) -> None:
-                progress(_base + done, total, _name)  # type: ignore[misc]
+            def tick(
+                done: int,
+                _base: int = offset,
+                _name: str = task.name,
+                _report: ProgressFn = progress,
+            ) -> None:
+                _report(_base + done, total, _name)
 
-        results.append(evaluate_items(runner, task, items, tick if progress is not None else None))
+        results.append(evaluate_items(runner, task, items, tick))
         offset += len(items)
     return results

@@ -80,8 +80,16 @@ N_FEATURES = len(FEATURE_NAMES)
 FEATURES_VERSION = 1
 
 ROLES: tuple[str, ...] = (
-    "token_embd", "attn_q", "attn_k", "attn_v", "attn_output",
-    "ffn_gate", "ffn_up", "ffn_down", "output", "other",
+    "token_embd",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+    "output",
+    "other",
 )
 _CLIP = 16.0
 _EPS = 1e-30
@@ -119,8 +127,12 @@ class LayerFeatures:
     def from_dict(cls, doc: dict[str, Any]) -> LayerFeatures:
         try:
             feats = doc["features"]
-            return cls(str(doc["name"]), str(doc["role"]), int(doc["layer"]),
-                       tuple(float(feats[k]) for k in FEATURE_NAMES))
+            return cls(
+                str(doc["name"]),
+                str(doc["role"]),
+                int(doc["layer"]),
+                tuple(float(feats[k]) for k in FEATURE_NAMES),
+            )
         except (KeyError, TypeError, ValueError) as err:
             raise ArtifactError(f"malformed layer features ({err})") from None
 
@@ -136,7 +148,11 @@ class ModelFeatures:
 
     def matrix(self) -> np.ndarray:
         """(n_tensors, N_FEATURES) float32."""
-        return np.stack([t.as_array() for t in self.tensors]) if self.tensors else np.zeros((0, N_FEATURES), np.float32)
+        return (
+            np.stack([t.as_array() for t in self.tensors])
+            if self.tensors
+            else np.zeros((0, N_FEATURES), np.float32)
+        )
 
     def by_name(self) -> dict[str, LayerFeatures]:
         return {t.name: t for t in self.tensors}
@@ -155,9 +171,12 @@ class ModelFeatures:
         try:
             if list(doc["feature_names"]) != list(FEATURE_NAMES):
                 raise ArtifactError("feature names differ from this version of ramp-edge")
-            return cls(str(doc["model_id"]), str(doc["stats_key"]),
-                       tuple(LayerFeatures.from_dict(t) for t in doc["tensors"]),
-                       int(doc.get("features_version", FEATURES_VERSION)))
+            return cls(
+                str(doc["model_id"]),
+                str(doc["stats_key"]),
+                tuple(LayerFeatures.from_dict(t) for t in doc["tensors"]),
+                int(doc.get("features_version", FEATURES_VERSION)),
+            )
         except (KeyError, TypeError) as err:
             raise ArtifactError(f"malformed model features ({err})") from None
 
@@ -231,7 +250,9 @@ def outlier_ratio(c: ChannelStats) -> float:
     return float(c.max_abs.max()) / med if med > 0 else math.inf
 
 
-def _activation_stats(name: str, stats: CalibrationStats | None, names: set[str]) -> ChannelStats | None:
+def _activation_stats(
+    name: str, stats: CalibrationStats | None, names: set[str]
+) -> ChannelStats | None:
     if stats is None:
         return None
     if stats.has(name):
@@ -279,7 +300,9 @@ def compute_features(
         qerr = q4_relative_error(w)
         act = _activation_stats(s.name, stats, all_names)
         if act is not None and act.n_in != s.row_length:
-            raise ArtifactError(f"{s.name}: statistics have {act.n_in} channels, tensor rows {s.row_length}")
+            raise ArtifactError(
+                f"{s.name}: statistics have {act.n_in} channels, tensor rows {s.row_length}"
+            )
         a = activation_raw(act) if act is not None else (0.0, 0.0, 0.0)
         if act is None and s.name != "token_embd.weight" and stats is not None:
             logger.warning("no activation statistics for %s; activation features set to 0", s.name)
@@ -293,7 +316,9 @@ def compute_features(
             depth = (layer + 1) / (info.n_layer + 1)
         role = role_of(s.name)
         raw[s.name] = [
-            a[0], a[1], a[2],
+            a[0],
+            a[1],
+            a[2],
             math.log(max(std, _EPS)),
             math.log(max(kurt, _EPS) / 3.0),
             math.log(max(max_abs, _EPS) / max(std, _EPS)),
@@ -318,6 +343,11 @@ def compute_features(
         if has_act[s.name]:
             v[0] -= act_med
         v[3] -= w_med
-        out.append(LayerFeatures(s.name, role_of(s.name), block_index(s.name), tuple(_clip(x) for x in v)))
-    return ModelFeatures(source.model.model_id if hasattr(source, "model") else "",
-                         stats.key if stats is not None else "", tuple(out))
+        out.append(
+            LayerFeatures(s.name, role_of(s.name), block_index(s.name), tuple(_clip(x) for x in v))
+        )
+    return ModelFeatures(
+        source.model.model_id if hasattr(source, "model") else "",
+        stats.key if stats is not None else "",
+        tuple(out),
+    )

@@ -16,7 +16,7 @@ Four folds per block, on GGUF tensors (llama.cpp names and layout):
 |-----------|-----------------------------|-------------------------------------------|
 | attn_in   | attn_q, attn_k, attn_v      | attn_norm (+ bias)                        |
 | ffn_in    | ffn_gate, ffn_up            | ffn_norm (+ bias)                         |
-| attn_out  | attn_output                 | attn_v rows (+ bias), one scale per KV head channel, shared by the query heads of a GQA group |
+| attn_out  | attn_output                 | attn_v rows (+ bias); one scale per KV-head channel |
 | ffn_out   | ffn_down                    | ffn_up rows (+ bias): down(act(gate) * up) |
 
 plus `output_in` (output columns, output_norm) where the output matrix is not tied to token_embd.
@@ -91,11 +91,17 @@ class GroupFold:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "layer": self.layer, "group": self.group, "tensors": list(self.tensors),
-            "types": list(self.types), "folded": self.folded, "alpha": self.alpha,
-            "error_before": self.error_before, "error_after": self.error_after,
+            "layer": self.layer,
+            "group": self.group,
+            "tensors": list(self.tensors),
+            "types": list(self.types),
+            "folded": self.folded,
+            "alpha": self.alpha,
+            "error_before": self.error_before,
+            "error_after": self.error_after,
             "alpha_errors": [list(p) for p in self.alpha_errors],
-            "outlier_before": self.outlier_before, "outlier_after": self.outlier_after,
+            "outlier_before": self.outlier_before,
+            "outlier_after": self.outlier_after,
             "reason": self.reason,
         }
 
@@ -120,7 +126,7 @@ class FoldResult:
         return sum(r.folded for r in self.reports)
 
     def adjust_imatrix(self, imatrix: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """An importance matrix of the unfolded model, made valid for the folded one (x' = x / s)."""
+        """An imatrix of the unfolded model, made valid for the folded one (x' = x / s)."""
         out = {}
         for name, values in imatrix.items():
             s = self.col_scales.get(name)
@@ -181,7 +187,9 @@ class _Member:
 
     __slots__ = ("name", "qtype", "ref", "w")
 
-    def __init__(self, name: str, w: np.ndarray, qtype: QuantType, x: np.ndarray | None, m2: np.ndarray):
+    def __init__(
+        self, name: str, w: np.ndarray, qtype: QuantType, x: np.ndarray | None, m2: np.ndarray
+    ):
         self.name = name
         self.w = w
         self.qtype = qtype
@@ -283,7 +291,9 @@ def fold_for_export(
 
     for step, (layer, group) in enumerate(plan):
         if progress:
-            progress(step, len(plan), f"folding blk.{layer} {group}" if layer >= 0 else "folding output")
+            progress(
+                step, len(plan), f"folding blk.{layer} {group}" if layer >= 0 else "folding output"
+            )
         p = f"blk.{layer}." if layer >= 0 else ""
         if group == "attn_in":
             cols = [f"{p}attn_q.weight", f"{p}attn_k.weight", f"{p}attn_v.weight"]
@@ -301,8 +311,22 @@ def fold_for_export(
             cols = ["output.weight"]
             divs = ["output_norm.weight", "output_norm.bias"]
         report = _fold_group(
-            layer, group, cols, divs, specs, stats, assignment, alphas, per_tensor_decide,
-            use_imatrix, info, get_t, present, changed, input_scale, col_scales,
+            layer,
+            group,
+            cols,
+            divs,
+            specs,
+            stats,
+            assignment,
+            alphas,
+            per_tensor_decide,
+            use_imatrix,
+            info,
+            get_t,
+            present,
+            changed,
+            input_scale,
+            col_scales,
         )
         if report is not None:
             reports.append(report)
@@ -314,7 +338,9 @@ def fold_for_export(
     return FoldResult(tensors, tuple(reports), _importance(stats, input_scale, specs), col_scales)
 
 
-def _importance(stats: CalibrationStats, input_scale: Mapping[str, np.ndarray], specs) -> dict[str, np.ndarray]:
+def _importance(
+    stats: CalibrationStats, input_scale: Mapping[str, np.ndarray], specs
+) -> dict[str, np.ndarray]:
     out = {}
     for name in stats.weights():
         if name not in specs or name == "token_embd.weight":
@@ -375,7 +401,11 @@ def _fold_group(
     if group == "attn_out":
         v = get_t(divs[0])
         n_kv = info.n_head_kv
-        if v.shape[0] % n_kv or n_in % (v.shape[0] // n_kv) or n_in // (v.shape[0] // n_kv) != info.n_head:
+        if (
+            v.shape[0] % n_kv
+            or n_in % (v.shape[0] // n_kv)
+            or n_in // (v.shape[0] // n_kv) != info.n_head
+        ):
             return _skip(layer, group, cols, "attention head layout not understood")
         hd = v.shape[0] // n_kv
         gqa = (n_kv, info.n_head // n_kv, hd)
@@ -406,8 +436,20 @@ def _fold_group(
     ratio_before = outlier_ratio(c)
     type_names = tuple(t.name for t in types)  # type: ignore[union-attr]
     if per_tensor_decide and not best_err < before:
-        return GroupFold(layer, group, tuple(cols), type_names, False, None, before, before,
-                         tuple(tried), ratio_before, ratio_before, "no gain")
+        return GroupFold(
+            layer,
+            group,
+            tuple(cols),
+            type_names,
+            False,
+            None,
+            before,
+            before,
+            tuple(tried),
+            ratio_before,
+            ratio_before,
+            "no gain",
+        )
 
     s_col, s_div = scales(best_alpha)
     for n in cols:
@@ -427,9 +469,20 @@ def _fold_group(
         changed.add(n)
     input_scale[key] = 1.0 / s_col
     ratio_after = outlier_ratio(c.scaled(1.0 / s_col))
-    return GroupFold(layer, group, tuple(cols), type_names, True, best_alpha, before, best_err,
-                     tuple(tried), ratio_before, ratio_after,
-                     "lower error" if best_err < before else "forced")
+    return GroupFold(
+        layer,
+        group,
+        tuple(cols),
+        type_names,
+        True,
+        best_alpha,
+        before,
+        best_err,
+        tuple(tried),
+        ratio_before,
+        ratio_after,
+        "lower error" if best_err < before else "forced",
+    )
 
 
 def fold_source(

@@ -30,10 +30,14 @@ _SUM2 = ".in_sum2"
 _COUNTS = ".counts"
 
 
-def importance(stats: CalibrationStats, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-    """GGUF weight name -> E[x_j^2] (float32, one per column): what the quantizer takes as imatrix."""
+def importance(
+    stats: CalibrationStats, names: Iterable[str] | None = None
+) -> dict[str, np.ndarray]:
+    """GGUF weight name -> E[x_j^2] (float32, one per column): the quantizer's imatrix."""
     chosen = stats.weights() if names is None else [n for n in names if stats.has(n)]
-    return {n: stats.for_weight(n).m2.astype(np.float32) for n in chosen if n != "token_embd.weight"}
+    return {
+        n: stats.for_weight(n).m2.astype(np.float32) for n in chosen if n != "token_embd.weight"
+    }
 
 
 def write_imatrix(
@@ -80,7 +84,9 @@ def write_imatrix(
         # GGUFWriter always adds general.architecture; llama.cpp ignores it in an imatrix file.
         writer.add_key_value("general.type", "imatrix", GGUFValueType.STRING)
         writer.add_key_value(
-            "imatrix.datasets", list(datasets or default_datasets), GGUFValueType.ARRAY,
+            "imatrix.datasets",
+            list(datasets or default_datasets),
+            GGUFValueType.ARRAY,
             sub_type=GGUFValueType.STRING,
         )
         writer.add_key_value("imatrix.chunk_count", int(chunk_count), GGUFValueType.UINT32)

@@ -66,7 +66,7 @@ def tensor_kind(name: str) -> str:
 
 
 def permute_qk(weights: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
-    """convert_hf_to_gguf.py `LlamaModel.permute`: HF rows (rotate-half) -> GGUF rows (interleaved)."""
+    """convert_hf_to_gguf.py `LlamaModel.permute`: HF rows (rotate-half) -> GGUF (interleaved)."""
     if n_head_kv is not None and n_head != n_head_kv:
         n_head = n_head_kv
     rows = weights.shape[0]
@@ -166,7 +166,7 @@ class HFWeights:
         index: dict[str, tuple[Path, str]] = {}
         for file in self._files:
             with safe_open(str(file), framework="numpy") as handle:
-                for hf_name in handle.keys():  # noqa: SIM118 - safe_open is not a Mapping
+                for hf_name in handle.keys():
                     gguf_name = hf_to_gguf_name(hf_name, name_map)
                     if gguf_name is None:
                         logger.debug("%s: no GGUF name for %s, skipped", self.path, hf_name)
@@ -186,7 +186,11 @@ class HFWeights:
                 sl = handle.get_slice(hf_name)
                 shape = tuple(int(x) for x in reversed(sl.get_shape()))
                 dtype = str(sl.get_dtype())
-            out.append(TensorSpec(name, shape, {"F32": "F32", "F16": "F16", "BF16": "BF16"}.get(dtype, dtype)))
+            out.append(
+                TensorSpec(
+                    name, shape, {"F32": "F32", "F16": "F16", "BF16": "BF16"}.get(dtype, dtype)
+                )
+            )
         order = {n: i for i, n in enumerate(_gguf_order(self._index))}
         return sorted(out, key=lambda s: order[s.name])
 
@@ -229,7 +233,7 @@ def _gguf_order(names: Iterable[str]) -> list[str]:
 
 
 def open_weights(model: ResolvedModel):
-    """The model's weights in GGUF naming: GGUFSource for .gguf, HFSource or HFWeights for HF dirs."""
+    """The model's weights in GGUF naming: GGUFSource for .gguf, HFSource/HFWeights for HF dirs."""
     from ramp_edge.source import open_source
 
     if model.kind == "gguf":

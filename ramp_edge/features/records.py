@@ -150,10 +150,13 @@ class CalibrationStats:
                 header = json.loads(bytes(npz["header"]).decode("utf-8"))
                 if header.get("version") != STATS_VERSION:
                     raise ArtifactError(
-                        f"{path}: statistics version {header.get('version')}, expected {STATS_VERSION}"
+                        f"{path}: statistics version {header.get('version')}, "
+                        f"expected {STATS_VERSION}"
                     )
                 inputs = {}
-                for i, (k, count) in enumerate(zip(header["inputs"], header["counts"], strict=True)):
+                for i, (k, count) in enumerate(
+                    zip(header["inputs"], header["counts"], strict=True)
+                ):
                     inputs[k] = ChannelStats(
                         max_abs=npz[f"{i}.max_abs"],
                         sum_abs=npz[f"{i}.sum_abs"],

@@ -28,7 +28,12 @@ import torch
 
 from ramp_edge import paths
 from ramp_edge.errors import ArtifactError, ConfigError, DependencyError
-from ramp_edge.features.naming import HF_TO_GGUF_ARCH, hf_to_gguf_name, tensor_name_map, to_hf_layout
+from ramp_edge.features.naming import (
+    HF_TO_GGUF_ARCH,
+    hf_to_gguf_name,
+    tensor_name_map,
+    to_hf_layout,
+)
 from ramp_edge.features.records import STATS_VERSION, CalibrationStats, ChannelStats
 from ramp_edge.fsutil import sha256_file
 from ramp_edge.models import ModelInfo, ResolvedModel
@@ -54,7 +59,9 @@ def load_text(data: str) -> tuple[str, str]:
     else:
         path = Path(data)
         if not path.is_file():
-            raise ConfigError(f"unknown calibration data {data!r}: not one of {', '.join(DATASETS)} nor a file")
+            raise ConfigError(
+                f"unknown calibration data {data!r}: not one of {', '.join(DATASETS)} nor a file"
+            )
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8"), hashlib.sha256(raw).hexdigest()
@@ -81,9 +88,13 @@ def _quiet_fd2() -> Iterator[None]:
 def _windows(ids: list[int], n_seq: int, seq_len: int, bos: int | None) -> np.ndarray:
     available = len(ids) // seq_len
     if available == 0:
-        raise ConfigError(f"calibration text has {len(ids)} tokens, fewer than one window of {seq_len}")
+        raise ConfigError(
+            f"calibration text has {len(ids)} tokens, fewer than one window of {seq_len}"
+        )
     if available < n_seq:
-        logger.warning("calibration text gives %d windows of %d tokens, not %d", available, seq_len, n_seq)
+        logger.warning(
+            "calibration text gives %d windows of %d tokens, not %d", available, seq_len, n_seq
+        )
         n_seq = available
     out = np.asarray(ids[: n_seq * seq_len], dtype=np.int64).reshape(n_seq, seq_len)
     if bos is not None:
@@ -132,13 +143,19 @@ def _llama_tokenize(path: Path, text: str) -> tuple[list[int], int | None]:
 
 
 def _hf_tokenize(path: Path, text: str) -> tuple[list[int], int | None]:
-    if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+    if not any(
+        (path / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+    ):
         raise ConfigError(f"{path} has no tokenizer files; pass token ids explicitly (tokens=...)")
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(path))
     ids = tok(text, add_special_tokens=True)["input_ids"]
-    bos = tok.bos_token_id if ids and tok.bos_token_id is not None and ids[0] == tok.bos_token_id else None
+    bos = (
+        tok.bos_token_id
+        if ids and tok.bos_token_id is not None and ids[0] == tok.bos_token_id
+        else None
+    )
     return list(ids), bos
 
 
@@ -150,7 +167,9 @@ def load_torch_model(model: ResolvedModel) -> Any:
     try:
         from transformers import AutoConfig, AutoModelForCausalLM
     except ImportError as err:
-        raise DependencyError("transformers is not installed; run: pip install 'ramp-edge[torch]'") from err
+        raise DependencyError(
+            "transformers is not installed; run: pip install 'ramp-edge[torch]'"
+        ) from err
     path = Path(model.path)
     try:
         if model.kind == "gguf":
@@ -173,7 +192,10 @@ def load_torch_model(model: ResolvedModel) -> Any:
 def gguf_arch_of(lm: Any) -> str:
     model_type = str(lm.config.model_type)
     if model_type not in HF_TO_GGUF_ARCH:
-        raise ConfigError(f"model_type {model_type!r} is not supported; known: {', '.join(sorted(HF_TO_GGUF_ARCH))}")
+        raise ConfigError(
+            f"model_type {model_type!r} is not supported; "
+            f"known: {', '.join(sorted(HF_TO_GGUF_ARCH))}"
+        )
     return HF_TO_GGUF_ARCH[model_type]
 
 
@@ -190,7 +212,7 @@ def gguf_names(lm: Any) -> dict[str, str]:
 
 
 def apply_gguf_tensors(lm: Any, tensors: Mapping[str, np.ndarray], info: ModelInfo) -> None:
-    """Overwrite parameters of `lm` with GGUF-named, GGUF-layout float32 arrays (e.g. folded ones)."""
+    """Overwrite parameters of `lm` with GGUF-named, GGUF-layout float32 arrays (e.g. folded)."""
     arch = gguf_arch_of(lm)
     params = dict(lm.named_parameters(remove_duplicate=False))
     by_gguf: dict[str, list[str]] = {}
@@ -204,7 +226,9 @@ def apply_gguf_tensors(lm: Any, tensors: Mapping[str, np.ndarray], info: ModelIn
             for hf_name in by_gguf[name]:
                 param = params[hf_name]
                 if tuple(param.shape) != tuple(hf_values.shape):
-                    raise ConfigError(f"{name}: shape {tuple(hf_values.shape)} != {tuple(param.shape)}")
+                    raise ConfigError(
+                        f"{name}: shape {tuple(hf_values.shape)} != {tuple(param.shape)}"
+                    )
                 param.copy_(hf_values)
 
 
@@ -257,14 +281,16 @@ def collect_from_model(
     n_sample: int = DEFAULT_N_SAMPLE,
     progress: ProgressFn | None = None,
 ) -> tuple[dict[str, ChannelStats], dict[str, str]]:
-    """Run `tokens` (n_seq, seq_len) through `lm`, one window at a time, recording every linear input.
+    """Run `tokens` (n_seq, seq_len) through `lm` one window at a time; record linear inputs.
 
     Returns:
         (inputs keyed by the first GGUF weight reading each input, GGUF weight -> that key).
     """
     tokens = np.asarray(tokens, dtype=np.int64)
     if tokens.ndim != 2 or tokens.size == 0:
-        raise ConfigError(f"tokens must be a non-empty (n_seq, seq_len) array, got shape {tokens.shape}")
+        raise ConfigError(
+            f"tokens must be a non-empty (n_seq, seq_len) array, got shape {tokens.shape}"
+        )
     n_seq, seq_len = tokens.shape
     names = gguf_names(lm)
     per_seq = max(1, min(seq_len, n_sample // n_seq))

@@ -86,8 +86,11 @@ def test_arc_prompts_match_lm_eval() -> None:
 
 
 def test_arc_doc_to_item_from_hf_row() -> None:
-    doc = {"question": "2+2?", "choices": {"text": ["3", "4"], "label": ["A", "B"]},
-           "answerKey": "B"}
+    doc = {
+        "question": "2+2?",
+        "choices": {"text": ["3", "4"], "label": ["A", "B"]},
+        "answerKey": "B",
+    }
     item = arc_doc_to_item(doc)
     assert item.requests == (("Question: 2+2?\nAnswer:", " 3"), ("Question: 2+2?\nAnswer:", " 4"))
     assert item.gold == 1
@@ -103,24 +106,35 @@ def test_piqa_prompts_match_lm_eval() -> None:
         "paper strips, you will also need to supply it with a water bottle and a food dish.",
     )
     assert items[0].requests[1][0] == context
-    assert [item.gold for item in items] == [int(x) for x in (FIXTURES / "piqa" / "valid-labels.lst").read_text().split()]
+    assert [item.gold for item in items] == [
+        int(x) for x in (FIXTURES / "piqa" / "valid-labels.lst").read_text().split()
+    ]
     # second item: raw strings kept, trailing and double spaces included (as the HF rows)
     assert items[1].requests == (
         ("Question: dresser\nAnswer:", " replace drawer with bobby pin "),
         ("Question: dresser\nAnswer:", " finish, woodgrain with  bobby pin "),
     )
     assert items[1].gold == 1
-    assert piqa_doc_to_item({"goal": "g", "sol1": "a", "sol2": "bb", "label": 1}).choice_chars == (1, 2)
+    assert piqa_doc_to_item({"goal": "g", "sol1": "a", "sol2": "bb", "label": 1}).choice_chars == (
+        1,
+        2,
+    )
 
 
 def test_hellaswag_prompts_match_lm_eval() -> None:
     items = load("hellaswag")
     first = items[0]
     assert first.requests == (
-        ("Roof shingle removal: A man is sitting on a roof. He", " is using wrap to wrap a pair of skis."),
+        (
+            "Roof shingle removal: A man is sitting on a roof. He",
+            " is using wrap to wrap a pair of skis.",
+        ),
         ("Roof shingle removal: A man is sitting on a roof. He", " is ripping level tiles off."),
         ("Roof shingle removal: A man is sitting on a roof. He", " is holding a rubik's cube."),
-        ("Roof shingle removal: A man is sitting on a roof. He", " starts pulling up roofing on a roof."),
+        (
+            "Roof shingle removal: A man is sitting on a roof. He",
+            " starts pulling up roofing on a roof.",
+        ),
     )
     assert first.gold == 3
     assert items[1].requests[0][0] == (
@@ -145,8 +159,10 @@ def test_hellaswag_doc_to_item_from_hf_row() -> None:
         "label": "0",
     }
     item = hellaswag_doc_to_item(doc)
-    context = ("Removing ice from car: Then, the man writes over the snow covering the window of a "
-               "car.. a woman Wearing winter clothes")
+    context = (
+        "Removing ice from car: Then, the man writes over the snow covering the window of a "
+        "car.. a woman Wearing winter clothes"
+    )
     # lm-eval strips before removing "[step]", so that ending keeps a leading space
     assert item.requests == ((context, "  smiles."), (context, " laughs loudly."))
     assert item.gold == 0
@@ -226,7 +242,8 @@ def test_boolq_prompts_match_lm_eval() -> None:
     assert [item.gold for item in items] == [1, 1, 1, 0, 0]
     assert items[0].choice_chars == (2, 3)
     assert boolq_doc_to_item({"passage": "P", "question": "q", "label": 0}).requests[0] == (
-        "P\nQuestion: q?\nAnswer:", " no"
+        "P\nQuestion: q?\nAnswer:",
+        " no",
     )
 
 
@@ -245,8 +262,11 @@ def test_metrics_per_task_follow_lm_eval_yaml() -> None:
 
 
 def two_choice(gold: int, short: str = "a", long: str = "bbbb") -> Item:
-    return Item(requests=(("ctx", " " + short), ("ctx", " " + long)), gold=gold,
-                choice_chars=(len(short), len(long)))
+    return Item(
+        requests=(("ctx", " " + short), ("ctx", " " + long)),
+        gold=gold,
+        choice_chars=(len(short), len(long)),
+    )
 
 
 def test_score_item_acc_and_length_normalized_acc() -> None:
@@ -285,15 +305,18 @@ def test_fake_runner_is_deterministic_and_a_runner() -> None:
     requests = [("a", " b"), ("a", " c")]
     first, second = FakeRunner(), FakeRunner()
     assert first.loglikelihood(requests) == second.loglikelihood(requests)
-    assert all(-10.0 <= ll <= 0.0 and greedy is False for ll, greedy in first.loglikelihood(requests))
+    assert all(
+        -10.0 <= ll <= 0.0 and greedy is False for ll, greedy in first.loglikelihood(requests)
+    )
     assert isinstance(first, Runner)
     assert FakeRunner(greedy={("a", " b")}).loglikelihood(requests)[0][1] is True
 
 
 def test_evaluate_tasks_all_fixture_tasks() -> None:
     seen: list[tuple[float, float, str]] = []
-    results = evaluate_tasks(FakeRunner(), "all", progress=lambda d, t, s: seen.append((d, t, s)),
-                             data_dir=FIXTURES)
+    results = evaluate_tasks(
+        FakeRunner(), "all", progress=lambda d, t, s: seen.append((d, t, s)), data_dir=FIXTURES
+    )
     assert [r.task for r in results] == list(TASKS)
     assert all(r.n == 5 and r.version >= 1 for r in results)
     by_task = {r.task: r for r in results}
@@ -319,7 +342,14 @@ def test_task_result_round_trips() -> None:
     result = TaskResult("piqa", 1, 10, 0.6, 0.16, None, None, 3.5)
     assert TaskResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
     assert list(result.to_dict()) == [
-        "task", "version", "n", "acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "items_per_s",
+        "task",
+        "version",
+        "n",
+        "acc",
+        "acc_stderr",
+        "acc_norm",
+        "acc_norm_stderr",
+        "items_per_s",
     ]
 
 
@@ -334,7 +364,9 @@ def test_packaged_data_loads_every_full_split() -> None:
 
 
 def test_unknown_task_names_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"unknown task 'arc_eazy'; known: arc_easy, arc_challenge"):
+    with pytest.raises(
+        ConfigError, match=r"unknown task 'arc_eazy'; known: arc_easy, arc_challenge"
+    ):
         parse_task_names("arc_eazy,piqa")
     with pytest.raises(ConfigError, match="no task given"):
         parse_task_names(" , ")
@@ -381,7 +413,9 @@ def test_arc_answer_key_not_among_labels(data_copy: Path) -> None:
     row = json.loads(path.read_text().splitlines()[1])
     row["answerKey"] = "Z"
     replace_line(path, 2, json.dumps(row))
-    with pytest.raises(ArtifactError, match=r"ARC-Challenge-Test\.jsonl:2: malformed arc_challenge"):
+    with pytest.raises(
+        ArtifactError, match=r"ARC-Challenge-Test\.jsonl:2: malformed arc_challenge"
+    ):
         load("arc_challenge", data_dir=data_copy)
 
 
@@ -407,7 +441,9 @@ def test_hellaswag_bad_gold_and_truncated_item(data_copy: Path) -> None:
     lines[7] = "7"  # gold of the second item (line 8)
     with bz2.open(path, "wt", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
-    with pytest.raises(ArtifactError, match=r"hellaswag_val_full\.txt\.bz2:8: gold label must be 0-3"):
+    with pytest.raises(
+        ArtifactError, match=r"hellaswag_val_full\.txt\.bz2:8: gold label must be 0-3"
+    ):
         load("hellaswag", data_dir=data_copy)
     with bz2.open(path, "wt", encoding="utf-8") as handle:
         handle.write("\n".join(lines[:6] + lines[12:15]) + "\n")
@@ -419,15 +455,22 @@ def test_hellaswag_bad_gold_and_truncated_item(data_copy: Path) -> None:
 
 
 def test_winogrande_and_boolq_bad_rows(data_copy: Path) -> None:
-    replace_line(data_copy / "winogrande" / "winogrande.jsonl", 2,
-                 '{"context_options": ["a"], "continuation": "b", "gold": 0}')
+    replace_line(
+        data_copy / "winogrande" / "winogrande.jsonl",
+        2,
+        '{"context_options": ["a"], "continuation": "b", "gold": 0}',
+    )
     with pytest.raises(ArtifactError, match=r"winogrande\.jsonl:2: malformed WinoGrande row"):
         load("winogrande", data_dir=data_copy)
-    replace_line(data_copy / "boolq" / "val.jsonl", 5, '{"passage": "p", "question": "q", "label": "maybe"}')
+    replace_line(
+        data_copy / "boolq" / "val.jsonl", 5, '{"passage": "p", "question": "q", "label": "maybe"}'
+    )
     with pytest.raises(ArtifactError, match=r"val\.jsonl:5: label must be true/false"):
         load("boolq", data_dir=data_copy)
     replace_line(data_copy / "boolq" / "val.jsonl", 5, '{"passage": "p", "label": "true"}')
-    with pytest.raises(ArtifactError, match=r"val\.jsonl:5: malformed boolq document \(missing field 'question'\)"):
+    with pytest.raises(
+        ArtifactError, match=r"val\.jsonl:5: malformed boolq document \(missing field 'question'\)"
+    ):
         load("boolq", data_dir=data_copy)
 
 
@@ -444,10 +487,31 @@ def test_item_invariants() -> None:
 
 ALLOWED_IMPORTS = {
     "runner.py": {"__future__", "hashlib", "logging", "collections", "typing"},
-    "tasks.py": {"__future__", "bz2", "json", "logging", "math", "re", "time", "collections",
-                 "dataclasses", "pathlib", "typing", "numpy", "ramp_edge"},
-    "loglik.py": {"__future__", "logging", "os", "collections", "pathlib", "llama_cpp", "numpy",
-                  "ramp_edge"},
+    "tasks.py": {
+        "__future__",
+        "bz2",
+        "json",
+        "logging",
+        "math",
+        "re",
+        "time",
+        "collections",
+        "dataclasses",
+        "pathlib",
+        "typing",
+        "numpy",
+        "ramp_edge",
+    },
+    "loglik.py": {
+        "__future__",
+        "logging",
+        "os",
+        "collections",
+        "pathlib",
+        "llama_cpp",
+        "numpy",
+        "ramp_edge",
+    },
 }
 ALLOWED_RAMP_EDGE = {"ramp_edge.errors", "ramp_edge.evaluate.runner", "ramp_edge.evaluate.tasks"}
 
@@ -467,8 +531,10 @@ def test_device_modules_import_only_stdlib_numpy_llama(module: str) -> None:
 
 
 def test_importing_tasks_loads_no_heavy_module() -> None:
-    code = ("import sys, ramp_edge.evaluate.tasks, ramp_edge.cli.eval_tasks; "
-            "print(sorted(m for m in ('llama_cpp', 'torch', 'rich') if m in sys.modules))")
+    code = (
+        "import sys, ramp_edge.evaluate.tasks, ramp_edge.cli.eval_tasks; "
+        "print(sorted(m for m in ('llama_cpp', 'torch', 'rich') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -505,22 +571,113 @@ def test_cli_rejects_bad_limit() -> None:
     assert result.exit_code == 2
 
 
+def test_scorer_threads_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ramp_edge.evaluate.loglik import default_threads
+
+    monkeypatch.setenv("RAMP_EDGE_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.setenv("RAMP_EDGE_THREADS", "two")
+    with pytest.raises(ConfigError, match="RAMP_EDGE_THREADS must be a positive integer"):
+        default_threads()
+    monkeypatch.delenv("RAMP_EDGE_THREADS")
+    assert default_threads() >= 1
+
+
+def test_scorer_missing_file(tmp_path: Path) -> None:
+    from ramp_edge.evaluate.loglik import LlamaCppScorer
+
+    with pytest.raises(ArtifactError, match="no such GGUF file"):
+        LlamaCppScorer(tmp_path / "missing.gguf")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 60)
+    with pytest.raises(ArtifactError, match=r"llama\.cpp could not load the model"):
+        LlamaCppScorer(bad)
+
+
+class _FakeScorer(FakeRunner):
+    """Stands in for LlamaCppScorer in CLI tests: same constructor, context manager."""
+
+    def __init__(self, path: object, n_ctx: int = 2048, n_threads: int | None = None) -> None:
+        super().__init__()
+
+    def __enter__(self) -> _FakeScorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@pytest.fixture
+def fake_gguf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    import ramp_edge.evaluate.loglik as loglik
+
+    monkeypatch.setattr(loglik, "LlamaCppScorer", _FakeScorer)
+    path = tmp_path / "tiny.gguf"
+    path.write_bytes(b"GGUF" + b"\0" * 28)
+    return path
+
+
+def test_cli_table_and_json_with_a_fake_scorer(fake_gguf: Path) -> None:
+    from click.testing import CliRunner
+
+    from ramp_edge.cli.eval_tasks import tasks
+
+    result = CliRunner().invoke(tasks, [str(fake_gguf), "--tasks", "piqa,boolq", "--limit", "3"])
+    assert result.exit_code == 0, result.output
+    assert "tiny: zero-shot, first 3 per task" in result.stdout
+    assert "piqa" in result.stdout and "boolq" in result.stdout
+    result = CliRunner().invoke(tasks, [str(fake_gguf), "--tasks", "winogrande", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == "ramp-edge/eval" and doc["limit"] is None
+    assert doc["results"][0]["n"] == TASKS["winogrande"].n_docs
+    assert doc["results"][0]["acc_norm"] is None
+
+
+def test_cli_rejects_hf_directories(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ramp_edge.cli.eval_tasks import tasks
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    result = CliRunner().invoke(tasks, [str(tmp_path), "--tasks", "piqa"])
+    assert isinstance(result.exception, ConfigError)
+    assert "eval tasks scores GGUF files" in str(result.exception)
+
+
 # --------------------------------------------------------------------------- real model
 
 
 @pytest.fixture(scope="module")
-def smollm2():
+def smol_scorer():
     from ramp_edge.evaluate.loglik import LlamaCppScorer
     from ramp_edge.models import resolve
 
-    with LlamaCppScorer(resolve("smollm2-135m").path, n_ctx=1024) as scorer:
+    with LlamaCppScorer(resolve("smollm2-135m").path, n_ctx=1024, n_threads=1) as scorer:
         yield scorer
 
 
 @pytest.mark.llama
+def test_kv_reuse_on_the_tiny_stories_model(stories_gguf: Path) -> None:
+    """Fast check of the cache bookkeeping on a 1 MB model: reuse == fresh cache, exactly."""
+    from ramp_edge.evaluate.loglik import LlamaCppScorer
+
+    items = load("arc_easy", 2) + load("winogrande", 2) + load("boolq", 1)
+    with LlamaCppScorer(stories_gguf, n_ctx=256, n_threads=1) as scorer:
+        reused = [scorer.loglikelihood(item.requests) for item in items]
+        assert scorer.n_evaluated_tokens > 0
+        for item, results in zip(items, reused, strict=True):
+            for request, (ll, greedy) in zip(item.requests, results, strict=True):
+                assert ll < 0 and isinstance(greedy, bool)
+                assert ll == pytest.approx(scorer.score_from_scratch(*request)[0], abs=1e-3)
+                assert ll == pytest.approx(scorer.score_single_pass(*request)[0], abs=0.5)
+
+
+@pytest.mark.llama
 @pytest.mark.slow
-def test_smollm2_arc_easy_beats_chance(smollm2) -> None:
-    [result] = evaluate_tasks(smollm2, "arc_easy", limit=20)
+def test_smollm2_arc_easy_beats_chance(smol_scorer) -> None:
+    [result] = evaluate_tasks(smol_scorer, "arc_easy", limit=20)
     assert result.n == 20
     assert result.acc >= 0.4  # chance is ~0.25; SmolLM2-135M Q4_1 scores 0.60 on these 20
     assert result.acc_norm is not None and result.acc_norm >= 0.25
@@ -528,42 +685,55 @@ def test_smollm2_arc_easy_beats_chance(smollm2) -> None:
 
 
 @pytest.mark.llama
-def test_smollm2_kv_reuse_equals_scoring_from_scratch(smollm2) -> None:
-    items = load("arc_easy", 3) + load("boolq", 2) + load("winogrande", 2)
-    reused = [smollm2.loglikelihood(item.requests) for item in items]
+@pytest.mark.slow
+def test_smollm2_kv_reuse_equals_scoring_from_scratch(smol_scorer) -> None:
+    items = load("arc_easy", 2) + load("boolq", 1) + load("winogrande", 1)
+    reused = [smol_scorer.loglikelihood(item.requests) for item in items]
     for item, results in zip(items, reused, strict=True):
         for (context, continuation), (ll, _) in zip(item.requests, results, strict=True):
             assert ll < 0
-            fresh, _ = smollm2.score_from_scratch(context, continuation)
+            fresh, _ = smol_scorer.score_from_scratch(context, continuation)
             assert ll == pytest.approx(fresh, abs=1e-3)
             # one batch over context + continuation rounds differently in llama.cpp's CPU
             # kernels (~0.1 nats at most for Q4_1); an off-by-one would cost several nats
-            single, _ = smollm2.score_single_pass(context, continuation)
+            single, _ = smol_scorer.score_single_pass(context, continuation)
             assert ll == pytest.approx(single, abs=0.5)
 
 
 @pytest.mark.llama
-def test_smollm2_tokenizes_like_lm_eval(smollm2) -> None:
-    ctx, cont = smollm2.encode_pair("Question: hi\nAnswer:", " yes")
-    assert ctx + cont == smollm2.encode("Question: hi\nAnswer: yes")
+def test_smollm2_tokenizes_like_lm_eval(smol_scorer) -> None:
+    ctx, cont = smol_scorer.encode_pair("Question: hi\nAnswer:", " yes")
+    assert ctx + cont == smol_scorer.encode("Question: hi\nAnswer: yes")
     # a trailing space of the context moves to the continuation
-    assert smollm2.encode_pair("Answer: ", "yes") == smollm2.encode_pair("Answer:", " yes")
-    assert smollm2.add_bos is False  # SmolLM2's GGUF adds no BOS
-    prefix, cont = smollm2.encode_pair("", "Hello")
-    assert prefix == [smollm2.llm.token_bos()] and cont == smollm2.encode("Hello")
-    ll, greedy = smollm2.loglikelihood([("The capital of France is", " Paris")])[0]
+    assert smol_scorer.encode_pair("Answer: ", "yes") == smol_scorer.encode_pair("Answer:", " yes")
+    assert smol_scorer.add_bos is False  # SmolLM2's GGUF adds no BOS
+    prefix, cont = smol_scorer.encode_pair("", "Hello")
+    assert prefix == [smol_scorer.llm.token_bos()] and cont == smol_scorer.encode("Hello")
+    ll, greedy = smol_scorer.loglikelihood([("The capital of France is", " Paris")])[0]
     assert ll > -3.0 and isinstance(greedy, bool)
 
 
 @pytest.mark.llama
+@pytest.mark.slow
 def test_cli_json_on_smollm2() -> None:
     from click.testing import CliRunner
 
     from ramp_edge.cli.eval_tasks import tasks
 
     result = CliRunner().invoke(
-        tasks, ["smollm2-135m", "--tasks", "winogrande,boolq", "--limit", "2", "--json",
-                "--n-ctx", "512"]
+        tasks,
+        [
+            "smollm2-135m",
+            "--tasks",
+            "winogrande,boolq",
+            "--limit",
+            "2",
+            "--json",
+            "--n-ctx",
+            "512",
+            "--threads",
+            "1",
+        ],
     )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)

@@ -59,7 +59,7 @@ def test_round_trip_through_gguf_dequantize(qt):
     assert validate(q, qt)
     back = dequantize(q, qt, 512)
     rel = np.linalg.norm(back - w) / np.linalg.norm(w)
-    limit = {8: 0.01, 6: 0.03}.get(int(qt.bits_per_weight), 0.9)
+    limit = {8: 0.01, 6: 0.05}.get(int(qt.bits_per_weight), 0.9)
     assert rel < limit, f"{qt.name}: relative error {rel:.3f}"
 
 
