@@ -76,7 +76,11 @@ def run_model(model_ref: str, budgets: list[str], methods: list[str], chunks: in
                     print(f"skip {method}@{budget}: {err}", flush=True)
                     continue
                 search_s = time.perf_counter() - start
-                m = measure(source, recipe, model.path, chunks, imatrix, tmp, f"{method}-{budget}")
+                try:
+                    m = measure(source, recipe, model.path, chunks, imatrix, tmp, f"{method}-{budget}")
+                except RampEdgeError as err:
+                    print(f"skip {method}@{budget}: {err}", flush=True)
+                    continue
                 row = {"model": model_ref, "kind": "allocation", "method": method, "budget": budget,
                        "target_bytes": b.target_bytes(source.info.n_params),
                        "search_s": round(search_s, 2), **m}

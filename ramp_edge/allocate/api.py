@@ -13,6 +13,7 @@ from ramp_edge.allocate.budget import Budget
 from ramp_edge.allocate.sensitivity import SensitivityTable, calibrate, measure_sensitivity
 from ramp_edge.errors import BudgetError, ConfigError
 from ramp_edge.quant.export import plan_export
+from ramp_edge.quant.catalogue import CATALOGUE
 from ramp_edge.quant.presets import PRESETS
 from ramp_edge.recipe import Recipe
 
@@ -36,6 +37,8 @@ def _largest_fitting(source, specs: list[str], budget: Budget, method: str) -> R
     for spec in specs:
         try:
             r = recipes.build(source, spec)
+            if any(CATALOGUE[q].needs_imatrix for _, q in r.allocation):
+                continue  # would need an importance matrix
             size = plan_export(source, r).size_bytes
         except ConfigError:
             continue

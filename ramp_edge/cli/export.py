@@ -61,10 +61,18 @@ def export(model: str, recipe_spec: str, out: str | None, imatrix: str | None, f
         raise ConfigError(f"output {out} must end in .gguf")
     overrides = None
     if fold:
-        from ramp_edge.features.folding import fold_source
+        from ramp_edge.errors import require
+
+        require("torch", "torch")
+        from ramp_edge.features.folding import fold_for_export
+        from ramp_edge.features.stats import collect_stats
 
         with progress("Scale Folding") as bar:
-            overrides = fold_source(source, recipe, progress=bar)
+            folded = fold_for_export(source, collect_stats(source.model, progress=bar),
+                                     recipe.types, progress=bar)
+        overrides = dict(folded.tensors)
+        if imat is not None:  # the folded weights see rescaled activations
+            imat = folded.adjust_imatrix(imat)
     if tensor_type_file:
         recipe.save_tensor_type_file(tensor_type_file)
     if dry_run:
