@@ -61,8 +61,11 @@ class DeployOutcome:
         return {
             "request": asdict(self.request),
             "model_id": self.model_id,
-            "budget": {"bytes": self.budget_bytes, "binding": self.budget_binding,
-                       "explanation": self.budget_explanation},
+            "budget": {
+                "bytes": self.budget_bytes,
+                "binding": self.budget_binding,
+                "explanation": self.budget_explanation,
+            },
             "artifact": self.artifact,
             "artifact_bytes": self.artifact_bytes,
             "bpw": round(self.bpw, 4),
@@ -89,18 +92,30 @@ def choose_budget(request: DeployRequest, source, profile) -> tuple[int, str, st
     if request.budget != "auto":
         b = parse_budget(request.budget)
         return b.target_bytes(source.info.n_params), "user", f"budget {request.budget} given"
-    result = compute_budget(profile, source.info, geometry_from_specs(source.specs),
-                            n_ctx=request.n_ctx, min_tps=request.min_tps, model=source.model.model_id)
+    result = compute_budget(
+        profile,
+        source.info,
+        geometry_from_specs(source.specs),
+        n_ctx=request.n_ctx,
+        min_tps=request.min_tps,
+        model=source.model.model_id,
+    )
     cap = source_bytes + 65536  # our metadata adds a few hundred bytes to a verbatim copy
     if result.budget_bytes >= cap:
         # More bits than the (already quantized) reference itself holds buy nothing.
-        return (cap, "reference",
-                f"{result.explanation}; capped at the reference model's own size ({source_bytes:,} B)")
+        return (
+            cap,
+            "reference",
+            f"{result.explanation}; capped at the reference model's own size ({source_bytes:,} B)",
+        )
     return result.budget_bytes, result.binding, result.explanation
 
 
-def run_deploy(request: DeployRequest, progress: ProgressFn | None = None,
-               status: Callable[[str], None] | None = None) -> DeployOutcome:
+def run_deploy(
+    request: DeployRequest,
+    progress: ProgressFn | None = None,
+    status: Callable[[str], None] | None = None,
+) -> DeployOutcome:
     from ramp_edge.allocate.api import allocate
     from ramp_edge.allocate.budget import parse_budget
     from ramp_edge.bench.harness import BenchOptions, deploy_to_host, store_report
@@ -118,7 +133,9 @@ def run_deploy(request: DeployRequest, progress: ProgressFn | None = None,
     with Store() as store:
         profile = store.profile(request.device)
     if request.host is None and request.device != "localhost":
-        raise ConfigError(f"device {request.device!r} needs --host user@addr (or use fleet bench with an inventory)")
+        raise ConfigError(
+            f"device {request.device!r} needs --host user@addr (or use fleet bench with an inventory)"
+        )
     if request.budget != "auto":
         parse_budget(request.budget)
     profile = ensure_measured(profile)
@@ -127,8 +144,14 @@ def run_deploy(request: DeployRequest, progress: ProgressFn | None = None,
     say("budget")
     budget_bytes, binding, explanation = choose_budget(request, source, profile)
     say(f"allocate ({request.method}) for {budget_bytes:,} bytes")
-    recipe = allocate(source, parse_budget(f"{budget_bytes}b"), request.method, policy=request.policy,
-                      progress=progress, calibrate_roles=request.calibrate)
+    recipe = allocate(
+        source,
+        parse_budget(f"{budget_bytes}b"),
+        request.method,
+        policy=request.policy,
+        progress=progress,
+        calibrate_roles=request.calibrate,
+    )
     label = f"{resolved.model_id}-{request.method}-{budget_bytes // 1000}k"
     target = Path(request.out) if request.out else paths.artifacts_dir() / f"{label}.gguf"
     say(f"export {target.name}")
@@ -136,8 +159,14 @@ def run_deploy(request: DeployRequest, progress: ProgressFn | None = None,
     recipe.save(target.with_suffix(".recipe.json"))
     say("quality against the reference")
     kld = kl_divergence(target, resolved.path, n_chunks=request.chunks, progress=progress)
-    quality = {"mean_kld": kld.mean_kld, "kld_p99": kld.kld_p99, "same_top_p": kld.same_top_p,
-               "ppl": kld.ppl_cand, "ppl_ref": kld.ppl_ref, "chunks": kld.n_chunks}
+    quality = {
+        "mean_kld": kld.mean_kld,
+        "kld_p99": kld.kld_p99,
+        "same_top_p": kld.same_top_p,
+        "ppl": kld.ppl_cand,
+        "ppl_ref": kld.ppl_ref,
+        "chunks": kld.n_chunks,
+    }
     if request.host is None:
         from ramp_edge.fleet.ssh import LocalConnection
 
@@ -146,18 +175,43 @@ def run_deploy(request: DeployRequest, progress: ProgressFn | None = None,
         from ramp_edge.fleet.ssh import Connection
 
         user, addr, port = parse_host(request.host)
-        conn_ctx = Connection(addr, user=user, port=port, name=request.device,
-                              trust_new_host=request.trust_new_host)
+        conn_ctx = Connection(
+            addr, user=user, port=port, name=request.device, trust_new_host=request.trust_new_host
+        )
     bench_opts = BenchOptions(reps=request.bench_reps)
     with conn_ctx as conn:
         say(f"push + bench + eval on {getattr(conn, 'name', request.device)}")
-        report = deploy_to_host(conn, target, tasks=request.tasks, limit=request.limit,
-                                bench_opts=bench_opts, device=request.device,
-                                bootstrap_env=request.bootstrap, on_status=say, progress=progress)
+        report = deploy_to_host(
+            conn,
+            target,
+            tasks=request.tasks,
+            limit=request.limit,
+            bench_opts=bench_opts,
+            device=request.device,
+            bootstrap_env=request.bootstrap,
+            on_status=say,
+            progress=progress,
+        )
     with Store() as store:
         store_report(store, report)
-        store.add_result("quality", request.device, getattr(report, "host", request.device),
-                         str(target), {"recipe": recipe.method, "bytes": result.plan.size_bytes, **quality})
-    return DeployOutcome(request, resolved.model_id, budget_bytes, binding, explanation, str(target),
-                         result.plan.size_bytes, result.plan.file_bpw, recipe.method, quality, report,
-                         time.perf_counter() - start)
+        store.add_result(
+            "quality",
+            request.device,
+            getattr(report, "host", request.device),
+            str(target),
+            {"recipe": recipe.method, "bytes": result.plan.size_bytes, **quality},
+        )
+    return DeployOutcome(
+        request,
+        resolved.model_id,
+        budget_bytes,
+        binding,
+        explanation,
+        str(target),
+        result.plan.size_bytes,
+        result.plan.file_bpw,
+        recipe.method,
+        quality,
+        report,
+        time.perf_counter() - start,
+    )

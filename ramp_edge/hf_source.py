@@ -28,8 +28,11 @@ def _permute(w: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:
     """convert_hf_to_gguf.py LlamaModel.permute: HF rotary halves -> llama.cpp interleaved rows."""
     if n_head_kv is not None and n_head != n_head_kv:
         n_head = n_head_kv
-    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
-            .swapaxes(1, 2).reshape(w.shape))
+    return (
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
 
 
 class HFSource:
@@ -39,7 +42,9 @@ class HFSource:
         try:
             from safetensors import safe_open
         except ImportError as err:
-            raise DependencyError("safetensors is missing; run: pip install 'ramp-edge[torch]'") from err
+            raise DependencyError(
+                "safetensors is missing; run: pip install 'ramp-edge[torch]'"
+            ) from err
         self.model = model
         self.path = Path(model.path)
         try:
@@ -81,7 +86,10 @@ class HFSource:
 
     @property
     def tied(self) -> bool:
-        return bool(self.config.get("tie_word_embeddings", False)) or "lm_head.weight" not in self._files
+        return (
+            bool(self.config.get("tie_word_embeddings", False))
+            or "lm_head.weight" not in self._files
+        )
 
     def _order(self, name: str) -> tuple[int, int, str]:
         from ramp_edge.quant.presets import layer_index
@@ -94,7 +102,9 @@ class HFSource:
         out = []
         for name in sorted(self._hf_by_gguf, key=self._order):
             handle = self._files[self._hf_by_gguf[name]]
-            shape = tuple(int(x) for x in reversed(handle.get_slice(self._hf_by_gguf[name]).get_shape()))
+            shape = tuple(
+                int(x) for x in reversed(handle.get_slice(self._hf_by_gguf[name]).get_shape())
+            )
             out.append(TensorSpec(name, shape, "F32"))
         return out
 
@@ -127,12 +137,16 @@ class HFSource:
         c = self.config
         n_head = int(c["num_attention_heads"])
         return ModelInfo(
-            arch=self.arch, n_layer=self.n_layer, n_embd=int(c["hidden_size"]),
-            n_ff=int(c["intermediate_size"]), n_head=n_head,
+            arch=self.arch,
+            n_layer=self.n_layer,
+            n_embd=int(c["hidden_size"]),
+            n_ff=int(c["intermediate_size"]),
+            n_head=n_head,
             n_head_kv=int(c.get("num_key_value_heads", n_head)),
             head_dim=int(c.get("head_dim") or c["hidden_size"] // n_head),
             n_ctx_train=int(c.get("max_position_embeddings", 0)),
-            n_vocab=int(c["vocab_size"]), n_params=sum(s.n_params for s in self.specs),
+            n_vocab=int(c["vocab_size"]),
+            n_params=sum(s.n_params for s in self.specs),
         )
 
     def _hparam_fields(self) -> list[KVField]:
@@ -150,12 +164,19 @@ class HFSource:
             KVField(f"{a}.attention.head_count", i.n_head, T.UINT32, None),
             KVField(f"{a}.attention.head_count_kv", i.n_head_kv, T.UINT32, None),
             KVField(f"{a}.rope.freq_base", theta, T.FLOAT32, None),
-            KVField(f"{a}.attention.layer_norm_rms_epsilon", float(c.get("rms_norm_eps", 1e-5)), T.FLOAT32, None),
+            KVField(
+                f"{a}.attention.layer_norm_rms_epsilon",
+                float(c.get("rms_norm_eps", 1e-5)),
+                T.FLOAT32,
+                None,
+            ),
             KVField(f"{a}.rope.dimension_count", i.head_dim, T.UINT32, None),
         ]
         if i.head_dim != i.n_embd // i.n_head:
-            fields += [KVField(f"{a}.attention.key_length", i.head_dim, T.UINT32, None),
-                       KVField(f"{a}.attention.value_length", i.head_dim, T.UINT32, None)]
+            fields += [
+                KVField(f"{a}.attention.key_length", i.head_dim, T.UINT32, None),
+                KVField(f"{a}.attention.value_length", i.head_dim, T.UINT32, None),
+            ]
         return fields
 
     def _tokenizer_fields(self) -> list[KVField]:
@@ -177,11 +198,15 @@ class HFSource:
         from gguf import GGUFValueType as T
 
         spec = json.loads((self.path / "tokenizer.json").read_text())
-        is_bpe = spec.get("model", {}).get("type") == "BPE" and not spec.get("model", {}).get("byte_fallback")
+        is_bpe = spec.get("model", {}).get("type") == "BPE" and not spec.get("model", {}).get(
+            "byte_fallback"
+        )
         vocab = gguf.vocab.BpeVocab(self.path) if is_bpe else gguf.vocab.LlamaHfVocab(self.path)
         tokens, scores, types = [], [], []
         for text, score, ttype in vocab.all_tokens():
-            tokens.append(text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text)
+            tokens.append(
+                text.decode("utf-8", errors="replace") if isinstance(text, bytes) else text
+            )
             scores.append(score)
             types.append(int(ttype))
         fields = [

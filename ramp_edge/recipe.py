@@ -86,9 +86,8 @@ class Recipe:
             f"^{re.escape(name)}$={qtype.lower()}"
             for name, qtype in self.allocation
             # llama.cpp applies overrides only to quantizable tensors; skip norms and the like
-            if presets.allows_quantization(name, (1, 1)) and not (
-                get(qtype).name == "F32" and "norm" in name
-            )
+            if presets.allows_quantization(name, (1, 1))
+            and not (get(qtype).name == "F32" and "norm" in name)
         ]
         return "\n".join(lines) + "\n"
 
@@ -171,7 +170,7 @@ def validate(recipe: Recipe, source: Any) -> None:
                     f"tensor {s.name} is never quantized by llama.cpp; use {s.source_type}, F16 or F32"
                 )
             continue
-        if not qt.fits(s.row_length) or not qt.allocatable and qt.name != s.source_type:
+        if not qt.fits(s.row_length) or (not qt.allocatable and qt.name != s.source_type):
             legal = ", ".join(t.name for t in legal_types(s.row_length))
             raise ConfigError(
                 f"type {qt.name} is not legal for tensor {s.name} (row length {s.row_length}); "

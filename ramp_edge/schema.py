@@ -54,7 +54,7 @@ def provenance() -> dict[str, Any]:
     for module in ("gguf", "llama_cpp", "numpy"):
         try:
             versions[module] = __import__(module).__version__
-        except Exception:  # noqa: BLE001 - optional packages
+        except Exception:
             continue
     return {
         "versions": versions,

@@ -66,7 +66,9 @@ class GGUFSource:
             (int(t.data_offset) + int(t.n_bytes) for t in self._reader.tensors), default=0
         )
         if expected_end > self.path.stat().st_size:
-            raise ArtifactError(f"{self.path} is truncated ({self.path.stat().st_size} bytes, needs {expected_end})")
+            raise ArtifactError(
+                f"{self.path} is truncated ({self.path.stat().st_size} bytes, needs {expected_end})"
+            )
 
     @cached_property
     def specs(self) -> list[TensorSpec]:

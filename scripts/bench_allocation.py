@@ -21,12 +21,26 @@ from ramp_edge.allocate.budget import parse_budget
 from ramp_edge.errors import RampEdgeError
 from ramp_edge.evaluate.perplexity import kl_divergence
 from ramp_edge.models import resolve
-from ramp_edge.quant.export import export_model, plan_export
+from ramp_edge.quant.export import export_model
 from ramp_edge.recipe import build
 from ramp_edge.source import open_source
 
-PRESETS = ["Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M", "Q5_0",
-           "Q5_K_M", "Q6_K", "Q8_0", "IQ4_NL", "IQ4_XS"]
+PRESETS = [
+    "Q2_K",
+    "Q3_K_S",
+    "Q3_K_M",
+    "Q3_K_L",
+    "Q4_0",
+    "Q4_1",
+    "Q4_K_S",
+    "Q4_K_M",
+    "Q5_0",
+    "Q5_K_M",
+    "Q6_K",
+    "Q8_0",
+    "IQ4_NL",
+    "IQ4_XS",
+]
 UNIFORM = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "Q8_0"]
 
 
@@ -36,14 +50,20 @@ def measure(source, recipe, model_path, chunks, imatrix, tmp, label) -> dict:
     kld = kl_divergence(out, model_path, n_chunks=chunks)
     size = out.stat().st_size
     out.unlink()
-    return {"size_bytes": size, "bpw": round(size * 8 / source.info.n_params, 4),
-            "ppl": round(kld.ppl_cand, 4), "mean_kld": round(kld.mean_kld, 6),
-            "kld_p99": round(kld.kld_p99, 5), "same_top_p": round(kld.same_top_p, 4),
-            "ppl_ref": round(kld.ppl_ref, 4)}
+    return {
+        "size_bytes": size,
+        "bpw": round(size * 8 / source.info.n_params, 4),
+        "ppl": round(kld.ppl_cand, 4),
+        "mean_kld": round(kld.mean_kld, 6),
+        "kld_p99": round(kld.kld_p99, 5),
+        "same_top_p": round(kld.same_top_p, 4),
+        "ppl_ref": round(kld.ppl_ref, 4),
+    }
 
 
-def run_model(model_ref: str, budgets: list[str], methods: list[str], chunks: int,
-              imatrix_path: str | None) -> dict:
+def run_model(
+    model_ref: str, budgets: list[str], methods: list[str], chunks: int, imatrix_path: str | None
+) -> dict:
     model = resolve(model_ref)
     source = open_source(model)
     imatrix = None
@@ -59,11 +79,18 @@ def run_model(model_ref: str, budgets: list[str], methods: list[str], chunks: in
         for spec, with_imat in anchor_specs:
             try:
                 recipe = build(source, spec, has_imatrix=with_imat)
-                m = measure(source, recipe, model.path, chunks, imatrix if with_imat else None, tmp, spec)
+                m = measure(
+                    source, recipe, model.path, chunks, imatrix if with_imat else None, tmp, spec
+                )
             except RampEdgeError as err:
                 print(f"skip {spec}: {err}", flush=True)
                 continue
-            row = {"model": model_ref, "kind": "anchor", "method": spec + (" +imatrix" if with_imat else ""), **m}
+            row = {
+                "model": model_ref,
+                "kind": "anchor",
+                "method": spec + (" +imatrix" if with_imat else ""),
+                **m,
+            }
             anchors.append(row)
             print(json.dumps(row), flush=True)
         for budget in budgets:
@@ -77,13 +104,21 @@ def run_model(model_ref: str, budgets: list[str], methods: list[str], chunks: in
                     continue
                 search_s = time.perf_counter() - start
                 try:
-                    m = measure(source, recipe, model.path, chunks, imatrix, tmp, f"{method}-{budget}")
+                    m = measure(
+                        source, recipe, model.path, chunks, imatrix, tmp, f"{method}-{budget}"
+                    )
                 except RampEdgeError as err:
                     print(f"skip {method}@{budget}: {err}", flush=True)
                     continue
-                row = {"model": model_ref, "kind": "allocation", "method": method, "budget": budget,
-                       "target_bytes": b.target_bytes(source.info.n_params),
-                       "search_s": round(search_s, 2), **m}
+                row = {
+                    "model": model_ref,
+                    "kind": "allocation",
+                    "method": method,
+                    "budget": budget,
+                    "target_bytes": b.target_bytes(source.info.n_params),
+                    "search_s": round(search_s, 2),
+                    **m,
+                }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     return {"anchors": anchors, "allocations": rows}
@@ -95,25 +130,43 @@ def best_anchor_at_or_above(anchors: list[dict], size: int) -> dict | None:
 
 
 def write_report(doc: dict, out: Path) -> None:
-    lines = ["# Allocation benchmark", "",
-             f"WikiText-2 test, ctx 512, {doc['chunks']} chunks per file; every number is measured on the "
-             "exported GGUF. Reference = the dequantized source model. 'vs best anchor' compares the mean KLD "
-             "with the best llama.cpp preset or uniform type (imatrix or not) whose file is at least as large.", ""]
+    lines = [
+        "# Allocation benchmark",
+        "",
+        f"WikiText-2 test, ctx 512, {doc['chunks']} chunks per file; every number is measured on the "
+        "exported GGUF. Reference = the dequantized source model. 'vs best anchor' compares the mean KLD "
+        "with the best llama.cpp preset or uniform type (imatrix or not) whose file is at least as large.",
+        "",
+    ]
     for model, res in doc["results"].items():
-        lines += [f"## {model}", "", "### Anchors (llama.cpp presets and uniform types)", "",
-                  "| recipe | bytes | bpw | PPL | mean KLD | same top p |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"## {model}",
+            "",
+            "### Anchors (llama.cpp presets and uniform types)",
+            "",
+            "| recipe | bytes | bpw | PPL | mean KLD | same top p |",
+            "|---|---|---|---|---|---|",
+        ]
         for a in sorted(res["anchors"], key=lambda r: r["size_bytes"]):
-            lines.append(f"| {a['method']} | {a['size_bytes']:,} | {a['bpw']:.3f} | {a['ppl']:.3f} | "
-                         f"{a['mean_kld']:.4f} | {100 * a['same_top_p']:.1f}% |")
-        lines += ["", "### Allocations", "",
-                  "| budget | method | bytes | bpw | PPL | mean KLD | search s | best anchor ≥ size | KLD vs it |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {a['method']} | {a['size_bytes']:,} | {a['bpw']:.3f} | {a['ppl']:.3f} | "
+                f"{a['mean_kld']:.4f} | {100 * a['same_top_p']:.1f}% |"
+            )
+        lines += [
+            "",
+            "### Allocations",
+            "",
+            "| budget | method | bytes | bpw | PPL | mean KLD | search s | best anchor ≥ size | KLD vs it |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in res["allocations"]:
             best = best_anchor_at_or_above(res["anchors"], r["size_bytes"])
             rel = f"{100 * (r['mean_kld'] / best['mean_kld'] - 1):+.1f}%" if best else "n/a"
-            lines.append(f"| {r['budget']} | {r['method']} | {r['size_bytes']:,} | {r['bpw']:.3f} | "
-                         f"{r['ppl']:.3f} | {r['mean_kld']:.4f} | {r['search_s']:.1f} | "
-                         f"{best['method'] if best else '-'} | {rel} |")
+            lines.append(
+                f"| {r['budget']} | {r['method']} | {r['size_bytes']:,} | {r['bpw']:.3f} | "
+                f"{r['ppl']:.3f} | {r['mean_kld']:.4f} | {r['search_s']:.1f} | "
+                f"{best['method'] if best else '-'} | {rel} |"
+            )
         lines.append("")
     (out / "allocation.md").write_text("\n".join(lines) + "\n")
 
@@ -131,12 +184,23 @@ def plot(doc: dict, out: Path) -> None:
         for col, metric in enumerate(("mean_kld", "ppl")):
             ax = axes[row][col]
             a = res["anchors"]
-            ax.scatter([x["size_bytes"] / 2**20 for x in a], [x[metric] for x in a], marker="x",
-                       color="gray", label="llama.cpp presets / uniform")
+            ax.scatter(
+                [x["size_bytes"] / 2**20 for x in a],
+                [x[metric] for x in a],
+                marker="x",
+                color="gray",
+                label="llama.cpp presets / uniform",
+            )
             for x in a:
-                ax.annotate(x["method"], (x["size_bytes"] / 2**20, x[metric]), fontsize=6, color="gray")
+                ax.annotate(
+                    x["method"], (x["size_bytes"] / 2**20, x[metric]), fontsize=6, color="gray"
+                )
             for method in sorted({r["method"] for r in res["allocations"]}):
-                pts = sorted((r["size_bytes"] / 2**20, r[metric]) for r in res["allocations"] if r["method"] == method)
+                pts = sorted(
+                    (r["size_bytes"] / 2**20, r[metric])
+                    for r in res["allocations"]
+                    if r["method"] == method
+                )
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
             ax.set_xlabel("file size (MiB)")
             ax.set_ylabel("mean KLD" if metric == "mean_kld" else "WikiText-2 PPL")
@@ -153,17 +217,22 @@ def main() -> None:
     ap.add_argument("--budgets", default="4.2bpw,4.6bpw,5.0bpw,5.5bpw,6.5bpw")
     ap.add_argument("--methods", default="uniform,preset,greedy,knapsack,sac")
     ap.add_argument("--chunks", type=int, default=8)
-    ap.add_argument("--imatrix", default=None, help="imatrix GGUF for the +imatrix anchors and methods")
+    ap.add_argument(
+        "--imatrix", default=None, help="imatrix GGUF for the +imatrix anchors and methods"
+    )
     ap.add_argument("--out", default="bench")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     results = {}
     for model in args.model or ["smollm2-135m"]:
-        results[model] = run_model(model, args.budgets.split(","), args.methods.split(","),
-                                   args.chunks, args.imatrix)
-        doc = schema.wrap("ramp-edge/bench", {"benchmark": "allocation", "chunks": args.chunks,
-                                              "results": results})
+        results[model] = run_model(
+            model, args.budgets.split(","), args.methods.split(","), args.chunks, args.imatrix
+        )
+        doc = schema.wrap(
+            "ramp-edge/bench",
+            {"benchmark": "allocation", "chunks": args.chunks, "results": results},
+        )
         (out / "allocation.json").write_text(json.dumps(doc, indent=2) + "\n")
         write_report(doc, out)
         plot(doc, out)

@@ -24,8 +24,16 @@ from ramp_edge.quant.presets import FTYPE_NAMES
 from ramp_edge.recipe import build
 from ramp_edge.source import open_source
 
-RECIPES = ["uniform:Q4_0", "uniform:Q4_1", "uniform:Q5_0", "uniform:Q8_0", "uniform:IQ4_NL",
-           "Q3_K_M", "Q4_K_M", "Q5_K_M"]
+RECIPES = [
+    "uniform:Q4_0",
+    "uniform:Q4_1",
+    "uniform:Q5_0",
+    "uniform:Q8_0",
+    "uniform:IQ4_NL",
+    "Q3_K_M",
+    "Q4_K_M",
+    "Q5_K_M",
+]
 
 
 def _llama_args(spec: str) -> tuple[str, bool]:
@@ -59,19 +67,31 @@ def main() -> None:
                 theirs_t.append(time.perf_counter() - start)
             kld = kl_divergence(ours, model.path, n_chunks=args.chunks)
             row = {
-                "recipe": spec, "size_bytes": result.plan.size_bytes, "bpw": round(result.plan.bpw, 4),
-                "ppl": round(kld.ppl_cand, 4), "ppl_ref": round(kld.ppl_ref, 4),
-                "mean_kld": round(kld.mean_kld, 6), "same_top_p": round(kld.same_top_p, 4),
+                "recipe": spec,
+                "size_bytes": result.plan.size_bytes,
+                "bpw": round(result.plan.bpw, 4),
+                "ppl": round(kld.ppl_cand, 4),
+                "ppl_ref": round(kld.ppl_ref, 4),
+                "mean_kld": round(kld.mean_kld, 6),
+                "same_top_p": round(kld.same_top_p, 4),
                 "export_s": round(statistics.median(ours_t), 3),
                 "llama_quantize_s": round(statistics.median(theirs_t), 3),
             }
             row["time_ratio"] = round(row["export_s"] / row["llama_quantize_s"], 3)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    doc = schema.wrap("ramp-edge/bench", {
-        "benchmark": "export", "model": args.model, "chunks": args.chunks, "ctx": 512,
-        "data": "wikitext2-test", "machine": f"{platform.machine()} {platform.processor()}", "rows": rows,
-    })
+    doc = schema.wrap(
+        "ramp-edge/bench",
+        {
+            "benchmark": "export",
+            "model": args.model,
+            "chunks": args.chunks,
+            "ctx": 512,
+            "data": "wikitext2-test",
+            "machine": f"{platform.machine()} {platform.processor()}",
+            "rows": rows,
+        },
+    )
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     (out / "export.json").write_text(json.dumps(doc, indent=2) + "\n")
@@ -79,15 +99,19 @@ def main() -> None:
         f"# Export benchmark: {args.model}",
         "",
         f"WikiText-2 test, ctx 512, {args.chunks} chunks; reference = the dequantized source. "
-        "Times: median of {0} runs, llama.cpp = `llama_model_quantize` on the same recipe.".format(args.repeats),
+        "Times: median of {0} runs, llama.cpp = `llama_model_quantize` on the same recipe.".format(
+            args.repeats
+        ),
         "",
         "| recipe | size (bytes) | bpw | PPL | mean KLD | same top p | export s | llama.cpp s | ratio |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['recipe']} | {r['size_bytes']:,} | {r['bpw']:.3f} | {r['ppl']:.3f} | "
-                     f"{r['mean_kld']:.4f} | {100 * r['same_top_p']:.1f}% | {r['export_s']:.2f} | "
-                     f"{r['llama_quantize_s']:.2f} | {r['time_ratio']:.2f} |")
+        lines.append(
+            f"| {r['recipe']} | {r['size_bytes']:,} | {r['bpw']:.3f} | {r['ppl']:.3f} | "
+            f"{r['mean_kld']:.4f} | {100 * r['same_top_p']:.1f}% | {r['export_s']:.2f} | "
+            f"{r['llama_quantize_s']:.2f} | {r['time_ratio']:.2f} |"
+        )
     lines.append("")
     lines.append(f"Reference (source) PPL: {rows[0]['ppl_ref']:.3f}")
     (out / "export.md").write_text("\n".join(lines) + "\n")

@@ -67,17 +67,24 @@ def tiny_kquant_gguf(tmp_path_factory, stories_gguf) -> Path:
     n_embd, n_ff, n_layer, n_head, n_head_kv, n_vocab = 256, 512, 2, 4, 2, 512
     writer = GGUFWriter(out, "llama")
     dims = {
-        "llama.embedding_length": n_embd, "llama.feed_forward_length": n_ff,
-        "llama.block_count": n_layer, "llama.attention.head_count": n_head,
-        "llama.attention.head_count_kv": n_head_kv, "llama.rope.dimension_count": n_embd // n_head,
+        "llama.embedding_length": n_embd,
+        "llama.feed_forward_length": n_ff,
+        "llama.block_count": n_layer,
+        "llama.attention.head_count": n_head,
+        "llama.attention.head_count_kv": n_head_kv,
+        "llama.rope.dimension_count": n_embd // n_head,
         "llama.context_length": 256,
     }
     for f in reader.fields.values():
         if f.name.startswith("GGUF.") or f.name == "general.architecture" or f.name in dims:
             continue
         vtype = f.types[0]
-        writer.add_key_value(f.name, f.contents(), vtype,
-                             sub_type=f.types[-1] if vtype == GGUFValueType.ARRAY else None)
+        writer.add_key_value(
+            f.name,
+            f.contents(),
+            vtype,
+            sub_type=f.types[-1] if vtype == GGUFValueType.ARRAY else None,
+        )
     for key, value in dims.items():
         writer.add_key_value(key, value, GGUFValueType.UINT32)
     rng = np.random.default_rng(0)

@@ -44,15 +44,21 @@ def test_knapsack_is_optimal_on_small_random_tables():
     for _ in range(20):
         tensors = []
         for i in range(4):
-            errs = sorted((rng.random() for _ in range(3)))
+            errs = sorted(rng.random() for _ in range(3))
             sizes = sorted((rng.randrange(1, 20) * 32 for _ in range(3)), reverse=True)
-            tensors.append(TensorCosts(f"t{i}", (32, 1), 32, tuple((f"T{j}", sizes[j], errs[j]) for j in range(3))))
+            tensors.append(
+                TensorCosts(
+                    f"t{i}", (32, 1), 32, tuple((f"T{j}", sizes[j], errs[j]) for j in range(3))
+                )
+            )
         table = SensitivityTable("r", tuple(tensors), 0)
         cap = rng.randrange(ks.min_max_bytes(table)[0], ks.min_max_bytes(table)[1] + 1)
         best = min(
-            (sum(t.options[i][2] for t, i in zip(tensors, combo))
-             for combo in itertools.product(range(3), repeat=4)
-             if sum(ks._pad(t.options[i][1]) for t, i in zip(tensors, combo)) <= cap),
+            (
+                sum(t.options[i][2] for t, i in zip(tensors, combo))
+                for combo in itertools.product(range(3), repeat=4)
+                if sum(ks._pad(t.options[i][1]) for t, i in zip(tensors, combo)) <= cap
+            ),
         )
         got = ks.choice_error(table, ks.allocate_knapsack(table, cap))
         assert got <= best * 1.5 + 1e-9  # Lagrangian + greedy completion: near-optimal
@@ -81,12 +87,15 @@ def test_infeasible_budget(smollm2):
 @pytest.mark.llama
 def test_allocate_cli_recipe_exports(invoke, smollm2, tmp_path):
     out = tmp_path / "r.json"
-    result = invoke(["allocate", "smollm2-135m", "--budget", "4.6bpw", "--out", out, "--json",
-                     "--no-calibrate"])
+    result = invoke(
+        ["allocate", "smollm2-135m", "--budget", "4.6bpw", "--out", out, "--json", "--no-calibrate"]
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["predicted_bytes"] <= doc["target_bytes"]
-    result = invoke(["export", "smollm2-135m", "--recipe", out, "--out", tmp_path / "m.gguf", "--json"])
+    result = invoke(
+        ["export", "smollm2-135m", "--recipe", out, "--out", tmp_path / "m.gguf", "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m.gguf").stat().st_size == doc["predicted_bytes"]
     bad = invoke(["allocate", "smollm2-135m", "--budget", "0.5bpw", "--no-calibrate"])
@@ -113,13 +122,32 @@ def test_calibrated_knapsack_beats_uniform_iq4_nl_at_smaller_size(smollm2, tmp_p
 
 @pytest.mark.llama
 def test_latency_budget_is_met_and_infeasible_is_clear(invoke, smollm2):
-    result = invoke(["allocate", "smollm2-135m", "--max-ms-per-token", "9", "--device",
-                     "raspberry-pi-5-8gb", "--no-calibrate", "--json"])
+    result = invoke(
+        [
+            "allocate",
+            "smollm2-135m",
+            "--max-ms-per-token",
+            "9",
+            "--device",
+            "raspberry-pi-5-8gb",
+            "--no-calibrate",
+            "--json",
+        ]
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["predicted_ms_per_token"] <= 9.0
-    result = invoke(["allocate", "smollm2-135m", "--max-ms-per-token", "1", "--device",
-                     "raspberry-pi-5-8gb", "--no-calibrate"])
+    result = invoke(
+        [
+            "allocate",
+            "smollm2-135m",
+            "--max-ms-per-token",
+            "1",
+            "--device",
+            "raspberry-pi-5-8gb",
+            "--no-calibrate",
+        ]
+    )
     assert result.exit_code == 4 and "fastest" in result.stderr
     both = invoke(["allocate", "smollm2-135m", "--budget", "4bpw", "--max-ms-per-token", "9"])
     assert both.exit_code == 2

@@ -27,8 +27,18 @@ def test_hf_tensors_equal_the_converted_gguf(stories_hf, stories_gguf):
 @pytest.mark.llama
 def test_hf_directory_exports_a_running_gguf(invoke, stories_hf, stories_gguf, tmp_path):
     out = tmp_path / "stories-q8.gguf"
-    result = invoke(["export", stories_hf, "--recipe", "uniform:Q8_0", "--out", out,
-                     "--tokenizer-from", stories_gguf])
+    result = invoke(
+        [
+            "export",
+            stories_hf,
+            "--recipe",
+            "uniform:Q8_0",
+            "--out",
+            out,
+            "--tokenizer-from",
+            stories_gguf,
+        ]
+    )
     assert result.exit_code == 0, result.output
     import llama_cpp
 

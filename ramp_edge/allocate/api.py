@@ -12,8 +12,8 @@ from ramp_edge.allocate import knapsack as ks
 from ramp_edge.allocate.budget import Budget
 from ramp_edge.allocate.sensitivity import SensitivityTable, calibrate, measure_sensitivity
 from ramp_edge.errors import BudgetError, ConfigError
-from ramp_edge.quant.export import plan_export
 from ramp_edge.quant.catalogue import CATALOGUE
+from ramp_edge.quant.export import plan_export
 from ramp_edge.quant.presets import PRESETS
 from ramp_edge.recipe import Recipe
 
@@ -21,8 +21,21 @@ logger = logging.getLogger(__name__)
 ProgressFn = Callable[[float, float, str], None]
 
 METHODS = ("uniform", "preset", "greedy", "knapsack", "sac")
-UNIFORM_TYPES = ("Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "IQ4_NL",
-                 "IQ4_XS", "Q3_K", "IQ3_S", "Q2_K")
+UNIFORM_TYPES = (
+    "Q8_0",
+    "Q6_K",
+    "Q5_K",
+    "Q5_1",
+    "Q5_0",
+    "Q4_K",
+    "Q4_1",
+    "Q4_0",
+    "IQ4_NL",
+    "IQ4_XS",
+    "Q3_K",
+    "IQ3_S",
+    "Q2_K",
+)
 TOLERANCE = 0.005  # final file within 0.5% under the budget when reachable
 
 
@@ -50,11 +63,14 @@ def _largest_fitting(source, specs: list[str], budget: Budget, method: str) -> R
     return Recipe(r.model_id, r.allocation, r.method, str(budget))
 
 
-def fit_to_budget(source, table: SensitivityTable, choice: ks.Choice, budget: Budget,
-                  method: str) -> Recipe:
+def fit_to_budget(
+    source, table: SensitivityTable, choice: ks.Choice, budget: Budget, method: str
+) -> Recipe:
     """Repair an allocation so the exported file is at or under the budget (within 0.5%)."""
     target = budget.target_bytes(source.info.n_params)
-    header = plan_export(source, _recipe_from_types(source, ks.choice_types(table, choice), method, budget)).header_bytes
+    header = plan_export(
+        source, _recipe_from_types(source, ks.choice_types(table, choice), method, budget)
+    ).header_bytes
     capacity = ks.capacity_for(table, target, header)
     lo, hi = ks.min_max_bytes(table)
     if capacity < lo:
@@ -72,8 +88,11 @@ def fit_to_budget(source, table: SensitivityTable, choice: ks.Choice, budget: Bu
         choice = ks.shrink(table, choice, capacity - (size - target))
         recipe = _recipe_from_types(source, ks.choice_types(table, choice), method, budget)
         size = plan_export(source, recipe).size_bytes
-    notes = {"predicted_bytes": size, "target_bytes": target,
-             "estimated_error": round(ks.choice_error(table, choice), 6)}
+    notes = {
+        "predicted_bytes": size,
+        "target_bytes": target,
+        "estimated_error": round(ks.choice_error(table, choice), 6),
+    }
     if size < target * (1 - TOLERANCE) and capacity < hi:
         logger.info("allocation uses %.2f%% of the budget (type granularity)", 100 * size / target)
     return Recipe(recipe.model_id, recipe.allocation, method, str(budget), notes)
@@ -95,7 +114,9 @@ def allocate(
     if method == "uniform":
         return _largest_fitting(source, [f"uniform:{t}" for t in UNIFORM_TYPES], budget, method)
     if method == "preset":
-        return _largest_fitting(source, [p for p in PRESETS if p not in ("F32", "BF16")], budget, method)
+        return _largest_fitting(
+            source, [p for p in PRESETS if p not in ("F32", "BF16")], budget, method
+        )
     table = measure_sensitivity(source, imatrix=imatrix, imatrix_id=imatrix_id, progress=progress)
     if calibrate_roles and getattr(source.model, "kind", "gguf") == "gguf":
         table = calibrate(source, table, progress=progress)
@@ -144,21 +165,43 @@ def allocate_for_latency(
             return 0  # a row lookup per token, not a full read
         return int(nbytes * latency.seconds_per_byte(qtype) * 1e9)
 
-    timed = SensitivityTable(table.model_id, tuple(
-        TensorCosts(t.name, t.shape, t.n_params,
-                    tuple(sorted(((q, ns(t.name, q, b), e) for q, b, e in t.options),
-                                 key=lambda o: (-o[1], o[2]))))
-        for t in table.tensors), 0)
+    timed = SensitivityTable(
+        table.model_id,
+        tuple(
+            TensorCosts(
+                t.name,
+                t.shape,
+                t.n_params,
+                tuple(
+                    sorted(
+                        ((q, ns(t.name, q, b), e) for q, b, e in t.options),
+                        key=lambda o: (-o[1], o[2]),
+                    )
+                ),
+            )
+            for t in table.tensors
+        ),
+        0,
+    )
     capacity = int((ms_per_token / 1000 - latency.overhead_s_per_token) * 1e9)
     lo, _ = ks.min_max_bytes(timed)
     if capacity < lo:
         fastest = (lo / 1e9 + latency.overhead_s_per_token) * 1000
-        raise BudgetError(f"{ms_per_token} ms/token is faster than any allocation can run "
-                          f"here (fastest: {fastest:.2f} ms/token)")
+        raise BudgetError(
+            f"{ms_per_token} ms/token is faster than any allocation can run "
+            f"here (fastest: {fastest:.2f} ms/token)"
+        )
     choice = (ks.allocate_greedy if method == "greedy" else ks.allocate_knapsack)(timed, capacity)
     types = ks.choice_types(timed, choice)
     predicted_ms = (ks.choice_bytes(timed, choice) / 1e9 + latency.overhead_s_per_token) * 1000
     allocation = tuple((s.name, types.get(s.name, s.source_type)) for s in source.specs)
-    return Recipe(source.model.model_id, allocation, f"{method}-latency", f"{ms_per_token}ms/token",
-                  {"predicted_ms_per_token": round(predicted_ms, 3),
-                   "estimated_error": round(ks.choice_error(timed, choice), 6)})
+    return Recipe(
+        source.model.model_id,
+        allocation,
+        f"{method}-latency",
+        f"{ms_per_token}ms/token",
+        {
+            "predicted_ms_per_token": round(predicted_ms, 3),
+            "estimated_error": round(ks.choice_error(timed, choice), 6),
+        },
+    )

@@ -7,8 +7,15 @@ from dataclasses import dataclass
 
 from ramp_edge.errors import ConfigError
 
-_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
-          "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
 _PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(bpw|b|kb|mb|gb|kib|mib|gib)\s*$", re.IGNORECASE)
 
 

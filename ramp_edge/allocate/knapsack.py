@@ -32,7 +32,9 @@ def choice_error(table: SensitivityTable, choice: Mapping[str, int]) -> float:
 
 def _lagrangian(table: SensitivityTable, lam: float) -> Choice:
     return {
-        t.name: min(range(len(t.options)), key=lambda i, t=t: (t.options[i][2] + lam * t.options[i][1], i))
+        t.name: min(
+            range(len(t.options)), key=lambda i, t=t: (t.options[i][2] + lam * t.options[i][1], i)
+        )
         for t in table.tensors
     }
 
@@ -106,7 +108,9 @@ def min_max_bytes(table: SensitivityTable) -> tuple[int, int]:
 def allocate_knapsack(table: SensitivityTable, capacity: int) -> Choice:
     lo_bytes, _ = min_max_bytes(table)
     if capacity < lo_bytes:
-        raise BudgetError(f"budget leaves {capacity:,} bytes for weights; the smallest allocation needs {lo_bytes:,}")
+        raise BudgetError(
+            f"budget leaves {capacity:,} bytes for weights; the smallest allocation needs {lo_bytes:,}"
+        )
     lo, hi = 0.0, 1.0
     while choice_bytes(table, _lagrangian(table, hi)) > capacity:
         hi *= 4

@@ -30,8 +30,21 @@ ProgressFn = Callable[[float, float, str], None]
 
 # Candidate types the allocators consider: one per bit-width step, those llama.cpp runs fast
 # on CPUs. F16 is the escape hatch for rows no block type fits.
-DEFAULT_CANDIDATES = ("Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "IQ4_NL",
-                      "IQ4_XS", "Q3_K", "IQ3_S", "Q2_K")
+DEFAULT_CANDIDATES = (
+    "Q8_0",
+    "Q6_K",
+    "Q5_K",
+    "Q5_1",
+    "Q5_0",
+    "Q4_K",
+    "Q4_1",
+    "Q4_0",
+    "IQ4_NL",
+    "IQ4_XS",
+    "Q3_K",
+    "IQ3_S",
+    "Q2_K",
+)
 TABLE_VERSION = 2
 
 
@@ -40,7 +53,9 @@ class TensorCosts:
     name: str
     shape: tuple[int, ...]
     n_params: int
-    options: tuple[tuple[str, int, float], ...]  # (type, bytes, relative output error), by bytes desc
+    options: tuple[
+        tuple[str, int, float], ...
+    ]  # (type, bytes, relative output error), by bytes desc
 
     def cheapest(self) -> tuple[str, int, float]:
         return self.options[-1]
@@ -56,16 +71,36 @@ class SensitivityTable:
         return {t.name: t for t in self.tensors}
 
     def to_dict(self) -> dict:
-        return {"version": TABLE_VERSION, "model_id": self.model_id, "fixed_bytes": self.fixed_bytes,
-                "tensors": [{"name": t.name, "shape": list(t.shape), "n_params": t.n_params,
-                             "options": [list(o) for o in t.options]} for t in self.tensors]}
+        return {
+            "version": TABLE_VERSION,
+            "model_id": self.model_id,
+            "fixed_bytes": self.fixed_bytes,
+            "tensors": [
+                {
+                    "name": t.name,
+                    "shape": list(t.shape),
+                    "n_params": t.n_params,
+                    "options": [list(o) for o in t.options],
+                }
+                for t in self.tensors
+            ],
+        }
 
     @classmethod
     def from_dict(cls, doc: Mapping) -> SensitivityTable:
-        return cls(doc["model_id"], tuple(
-            TensorCosts(t["name"], tuple(t["shape"]), t["n_params"],
-                        tuple((o[0], int(o[1]), float(o[2])) for o in t["options"]))
-            for t in doc["tensors"]), int(doc["fixed_bytes"]))
+        return cls(
+            doc["model_id"],
+            tuple(
+                TensorCosts(
+                    t["name"],
+                    tuple(t["shape"]),
+                    t["n_params"],
+                    tuple((o[0], int(o[1]), float(o[2])) for o in t["options"]),
+                )
+                for t in doc["tensors"]
+            ),
+            int(doc["fixed_bytes"]),
+        )
 
 
 def candidates_for(row_length: int, source_type: str, types: Sequence[str]) -> list[QuantType]:
@@ -106,8 +141,11 @@ def measure_sensitivity(
         except (ValueError, KeyError):
             logger.warning("sensitivity cache %s unreadable; recomputing", cache)
     specs = [s for s in source.specs if allows_quantization(s.name, s.shape)]
-    fixed = sum(CATALOGUE[s.source_type].tensor_bytes(s.shape) for s in source.specs
-                if not allows_quantization(s.name, s.shape))
+    fixed = sum(
+        CATALOGUE[s.source_type].tensor_bytes(s.shape)
+        for s in source.specs
+        if not allows_quantization(s.name, s.shape)
+    )
     rows = []
     for i, s in enumerate(specs):
         if progress:
@@ -176,8 +214,11 @@ def calibrate(
                     names = [o[0] for o in t.options]
                     if probe_type in names:
                         probe[t.name] = probe_type
-                err = sum(dict((o[0], o[2]) for o in t.options)[probe[t.name]]
-                          for t in tensors if t.name in probe)
+                err = sum(
+                    dict((o[0], o[2]) for o in t.options)[probe[t.name]]
+                    for t in tensors
+                    if t.name in probe
+                )
                 if not probe or err <= 0:
                     coefs[role] = 1.0
                     continue
@@ -192,6 +233,7 @@ def calibrate(
     scaled = []
     for t in table.tensors:
         c = coefs.get(category(t.name), median)
-        scaled.append(TensorCosts(t.name, t.shape, t.n_params,
-                                  tuple((q, b, e * c) for q, b, e in t.options)))
+        scaled.append(
+            TensorCosts(t.name, t.shape, t.n_params, tuple((q, b, e * c) for q, b, e in t.options))
+        )
     return SensitivityTable(table.model_id, tuple(scaled), table.fixed_bytes)

@@ -13,7 +13,9 @@ def emit_json(obj: Any) -> None:
 
 
 def json_option(func):
-    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout.")(func)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout."
+    )(func)
 
 
 def open_model(ref: str, tokenizer_from: str | None = None):

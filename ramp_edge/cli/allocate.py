@@ -12,24 +12,60 @@ from ramp_edge.cli._common import emit_json, human_bytes, json_option, open_mode
 @click.command()
 @click.argument("model")
 @click.option("--budget", help="Size budget: bits per weight (4.6bpw) or bytes (95MB, 90MiB).")
-@click.option("--max-ms-per-token", type=float,
-              help="Latency budget instead: predicted generation ms/token on --device.")
-@click.option("--device", default="localhost", show_default=True,
-              help="Device whose per-type speeds price the latency budget.")
-@click.option("--method", type=click.Choice(["knapsack", "greedy", "sac", "preset", "uniform"]),
-              default="knapsack", show_default=True, help="Allocation method.")
-@click.option("--policy", type=click.Path(exists=True, dir_okay=False),
-              help="SAC policy .zip (method sac; default: the policy shipped with ramp-edge).")
-@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False),
-              help="Importance matrix weighting the error measurements.")
+@click.option(
+    "--max-ms-per-token",
+    type=float,
+    help="Latency budget instead: predicted generation ms/token on --device.",
+)
+@click.option(
+    "--device",
+    default="localhost",
+    show_default=True,
+    help="Device whose per-type speeds price the latency budget.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["knapsack", "greedy", "sac", "preset", "uniform"]),
+    default="knapsack",
+    show_default=True,
+    help="Allocation method.",
+)
+@click.option(
+    "--policy",
+    type=click.Path(exists=True, dir_okay=False),
+    help="SAC policy .zip (method sac; default: the policy shipped with ramp-edge).",
+)
+@click.option(
+    "--imatrix",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Importance matrix weighting the error measurements.",
+)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the recipe JSON here.")
-@click.option("--tensor-type-file", type=click.Path(dir_okay=False),
-              help="Also write llama-quantize's --tensor-type-file.")
-@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
-              help="Scale the error table with one real KLD probe per tensor role (cached; ~1-2 min once).")
+@click.option(
+    "--tensor-type-file",
+    type=click.Path(dir_okay=False),
+    help="Also write llama-quantize's --tensor-type-file.",
+)
+@click.option(
+    "--calibrate/--no-calibrate",
+    default=True,
+    show_default=True,
+    help="Scale the error table with one real KLD probe per tensor role (cached; ~1-2 min once).",
+)
 @json_option
-def allocate(model: str, budget: str | None, max_ms_per_token: float | None, device: str, method: str, policy: str | None, imatrix: str | None,
-             out: str | None, tensor_type_file: str | None, calibrate: bool, as_json: bool) -> None:
+def allocate(
+    model: str,
+    budget: str | None,
+    max_ms_per_token: float | None,
+    device: str,
+    method: str,
+    policy: str | None,
+    imatrix: str | None,
+    out: str | None,
+    tensor_type_file: str | None,
+    calibrate: bool,
+    as_json: bool,
+) -> None:
     """Allocate a quant type to every tensor of MODEL so the GGUF fits BUDGET.
 
     The file size that counts is the exported GGUF's, metadata included; the
@@ -59,26 +95,47 @@ def allocate(model: str, budget: str | None, max_ms_per_token: float | None, dev
 
         latency = latency_model(Store().profile(device))
         with progress("Allocating") as bar:
-            recipe = allocate_for_latency(source, latency, max_ms_per_token,
-                                          "greedy" if method == "greedy" else "knapsack", bar, calibrate)
+            recipe = allocate_for_latency(
+                source,
+                latency,
+                max_ms_per_token,
+                "greedy" if method == "greedy" else "knapsack",
+                bar,
+                calibrate,
+            )
         budget = f"{max_ms_per_token}ms/token"
         b = None
     else:
         b = parse_budget(budget)
         with progress("Allocating") as bar:
-            recipe = run_allocate(source, b, method, policy=policy, imatrix=load_imatrix(imatrix),
-                                  imatrix_id=imatrix, progress=bar, calibrate_roles=calibrate)
+            recipe = run_allocate(
+                source,
+                b,
+                method,
+                policy=policy,
+                imatrix=load_imatrix(imatrix),
+                imatrix_id=imatrix,
+                progress=bar,
+                calibrate_roles=calibrate,
+            )
     plan = plan_export(source, recipe)
     if out:
         recipe.save(out)
     if tensor_type_file:
         recipe.save_tensor_type_file(tensor_type_file)
     target = b.target_bytes(source.info.n_params) if b else None
-    summary = {"model": source.model.model_id, "method": recipe.method, "budget": budget,
-               "target_bytes": target, "predicted_bytes": plan.size_bytes,
-               "predicted_ms_per_token": recipe.notes.get("predicted_ms_per_token"),
-               "bpw": round(plan.file_bpw, 4), "types": dict(recipe.type_counts()),
-               "recipe": recipe.to_dict(), "out": out}
+    summary = {
+        "model": source.model.model_id,
+        "method": recipe.method,
+        "budget": budget,
+        "target_bytes": target,
+        "predicted_bytes": plan.size_bytes,
+        "predicted_ms_per_token": recipe.notes.get("predicted_ms_per_token"),
+        "bpw": round(plan.file_bpw, 4),
+        "types": dict(recipe.type_counts()),
+        "recipe": recipe.to_dict(),
+        "out": out,
+    }
     if as_json:
         emit_json(summary)
         return
@@ -92,8 +149,17 @@ def allocate(model: str, budget: str | None, max_ms_per_token: float | None, dev
             continue
         by_role[category(t.name)][t.qtype] += 1
         li = layer_index(t.name)
-        band = "-" if li < 0 else ("first third" if li < n_layer / 3 else
-                                   "middle third" if li < 2 * n_layer / 3 else "last third")
+        band = (
+            "-"
+            if li < 0
+            else (
+                "first third"
+                if li < n_layer / 3
+                else "middle third"
+                if li < 2 * n_layer / 3
+                else "last third"
+            )
+        )
         depth[band][t.qtype] += 1
     table = Table(title=f"{source.model.model_id} · {method} · budget {budget}")
     table.add_column("role / depth")
@@ -101,6 +167,7 @@ def allocate(model: str, budget: str | None, max_ms_per_token: float | None, dev
     for key, counts in list(by_role.items()) + list(depth.items()):
         table.add_row(key, ", ".join(f"{q}×{n}" for q, n in counts.most_common()))
     out_console.print(table)
-    out_console.print(f"predicted {plan.size_bytes:,} bytes ({human_bytes(plan.size_bytes)}), "
-                      f"{plan.file_bpw:.3f} bpw, budget {budget}"
-                      + (f"; recipe written to {out}" if out else ""))
+    out_console.print(
+        f"predicted {plan.size_bytes:,} bytes ({human_bytes(plan.size_bytes)}), "
+        f"{plan.file_bpw:.3f} bpw, budget {budget}" + (f"; recipe written to {out}" if out else "")
+    )

@@ -43,15 +43,24 @@ def gguf_path(ref: str):
 
     model = resolve(ref)
     if model.kind != "gguf":
-        raise ConfigError(f"{ref} is a Hugging Face directory; export it to GGUF first (ramp-edge export)")
+        raise ConfigError(
+            f"{ref} is a Hugging Face directory; export it to GGUF first (ramp-edge export)"
+        )
     return model.path
 
 
-data_option = click.option("--data", default="wikitext2-test", show_default=True,
-                           help="Shipped dataset name or a UTF-8 text file.")
-ctx_option = click.option("--ctx", "n_ctx", default=512, show_default=True, help="Window size in tokens.")
-chunks_option = click.option("--chunks", "n_chunks", type=int, default=None,
-                             help="Number of windows (default: all).")
+data_option = click.option(
+    "--data",
+    default="wikitext2-test",
+    show_default=True,
+    help="Shipped dataset name or a UTF-8 text file.",
+)
+ctx_option = click.option(
+    "--ctx", "n_ctx", default=512, show_default=True, help="Window size in tokens."
+)
+chunks_option = click.option(
+    "--chunks", "n_chunks", type=int, default=None, help="Number of windows (default: all)."
+)
 
 
 @eval_group.command("ppl")
@@ -91,10 +100,22 @@ def ppl(model: str, data: str, n_ctx: int, n_chunks: int | None, as_json: bool) 
 @data_option
 @ctx_option
 @chunks_option
-@click.option("--top-k", default=256, show_default=True, help="Reference log-probs kept per token in the cache.")
+@click.option(
+    "--top-k",
+    default=256,
+    show_default=True,
+    help="Reference log-probs kept per token in the cache.",
+)
 @json_option
-def kld(candidate: str, reference: str, data: str, n_ctx: int, n_chunks: int | None,
-        top_k: int, as_json: bool) -> None:
+def kld(
+    candidate: str,
+    reference: str,
+    data: str,
+    n_ctx: int,
+    n_chunks: int | None,
+    top_k: int,
+    as_json: bool,
+) -> None:
     """KL divergence of CANDIDATE from a reference, like llama-perplexity --kl-divergence.
 
     Reports mean and 99th-percentile KLD, top-1 agreement ("same top p") and both
@@ -119,10 +140,14 @@ def kld(candidate: str, reference: str, data: str, n_ctx: int, n_chunks: int | N
     table.add_column("metric")
     table.add_column("value", justify="right")
     for label, value in (
-        ("mean KLD", f"{r.mean_kld:.6f} ± {r.kld_stderr:.6f}"), ("99% KLD", f"{r.kld_p99:.6f}"),
-        ("median KLD", f"{r.kld_median:.6f}"), ("same top p", f"{100 * r.same_top_p:.2f} %"),
-        ("PPL reference", f"{r.ppl_ref:.4f}"), ("PPL candidate", f"{r.ppl_cand:.4f}"),
-        ("PPL ratio", f"{r.ppl_ratio:.4f}"), ("tokens", str(r.n_tokens)),
+        ("mean KLD", f"{r.mean_kld:.6f} ± {r.kld_stderr:.6f}"),
+        ("99% KLD", f"{r.kld_p99:.6f}"),
+        ("median KLD", f"{r.kld_median:.6f}"),
+        ("same top p", f"{100 * r.same_top_p:.2f} %"),
+        ("PPL reference", f"{r.ppl_ref:.4f}"),
+        ("PPL candidate", f"{r.ppl_cand:.4f}"),
+        ("PPL ratio", f"{r.ppl_ratio:.4f}"),
+        ("tokens", str(r.n_tokens)),
     ):
         table.add_row(label, value)
     out_console.print(table)

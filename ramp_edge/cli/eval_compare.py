@@ -10,14 +10,26 @@ from ramp_edge.cli._common import emit_json, json_option
 @click.command("compare")
 @click.argument("candidate")
 @click.option("--reference", required=True, help="Reference model (built-in name or GGUF).")
-@click.option("--tasks", "task_spec", default="arc_easy,arc_challenge,piqa,hellaswag,winogrande,boolq",
-              show_default=True, help="Comma-separated task names, or 'all'.")
+@click.option(
+    "--tasks",
+    "task_spec",
+    default="arc_easy,arc_challenge,piqa,hellaswag,winogrande,boolq",
+    show_default=True,
+    help="Comma-separated task names, or 'all'.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="First N items per task.")
-@click.option("--chunks", "n_chunks", type=click.IntRange(min=0), default=8, show_default=True,
-              help="KLD/perplexity windows (0 skips KLD).")
+@click.option(
+    "--chunks",
+    "n_chunks",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="KLD/perplexity windows (0 skips KLD).",
+)
 @json_option
-def compare(candidate: str, reference: str, task_spec: str, limit: int | None, n_chunks: int,
-            as_json: bool) -> None:
+def compare(
+    candidate: str, reference: str, task_spec: str, limit: int | None, n_chunks: int, as_json: bool
+) -> None:
     """Per-task accuracy of CANDIDATE and REFERENCE, their ratio, KLD and perplexity.
 
     \b
@@ -43,11 +55,22 @@ def compare(candidate: str, reference: str, task_spec: str, limit: int | None, n
         norm = t.acc_norm_ref is not None
         r = t.acc_norm_ref if norm else t.acc_ref
         c = t.acc_norm_cand if norm else t.acc_cand
-        table.add_row(t.task + (" (acc_norm)" if norm else " (acc)"), str(t.n), f"{100 * r:.1f}",
-                      f"{100 * c:.1f}", f"{100 * t.retention:.1f}%")
+        table.add_row(
+            t.task + (" (acc_norm)" if norm else " (acc)"),
+            str(t.n),
+            f"{100 * r:.1f}",
+            f"{100 * c:.1f}",
+            f"{100 * t.retention:.1f}%",
+        )
     table.add_row("[bold]mean", "", "", "", f"[bold]{100 * report.mean_retention:.1f}%")
     if report.kld:
         k = report.kld
-        table.add_row("PPL ref / cand", "", f"{k.ppl_ref:.3f}", f"{k.ppl_cand:.3f}", f"{100 / k.ppl_ratio:.1f}%")
+        table.add_row(
+            "PPL ref / cand",
+            "",
+            f"{k.ppl_ref:.3f}",
+            f"{k.ppl_cand:.3f}",
+            f"{100 / k.ppl_ratio:.1f}%",
+        )
         table.add_row("mean KLD", "", "", f"{k.mean_kld:.4f}", f"top-1 {100 * k.same_top_p:.1f}%")
     out_console.print(table)

@@ -39,7 +39,10 @@ ALL_TASKS = "arc_easy,arc_challenge,piqa,hellaswag,winogrande,boolq"
     help="Context window; longer prompts are left-truncated (lm-eval's max_length).",
 )
 @click.option(
-    "--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: $RAMP_EDGE_THREADS, else all cores]."
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads [default: $RAMP_EDGE_THREADS, else all cores].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of a table.")
 def tasks(

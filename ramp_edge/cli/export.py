@@ -19,22 +19,51 @@ def load_imatrix(path: str | None):
 
 @click.command()
 @click.argument("model")
-@click.option("--recipe", "recipe_spec", required=True,
-              help="Preset (Q4_K_M, Q4_0, ...), uniform:TYPE, or a recipe .json file.")
+@click.option(
+    "--recipe",
+    "recipe_spec",
+    required=True,
+    help="Preset (Q4_K_M, Q4_0, ...), uniform:TYPE, or a recipe .json file.",
+)
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Output .gguf path.")
-@click.option("--imatrix", type=click.Path(exists=True, dir_okay=False),
-              help="llama.cpp importance matrix (imatrix GGUF) to guide quantization.")
-@click.option("--fold/--no-fold", default=False, show_default=True,
-              help="Scale Folding: migrate activation outliers into the weights first.")
-@click.option("--dry-run", is_flag=True, help="Show each tensor's type and the exact file size; write nothing.")
-@click.option("--tensor-type-file", type=click.Path(dir_okay=False),
-              help="Also write llama-quantize's --tensor-type-file for this recipe.")
-@click.option("--tokenizer-from", type=click.Path(exists=True, dir_okay=False),
-              help="For a Hugging Face directory: take the tokenizer from this GGUF of the same model.")
+@click.option(
+    "--imatrix",
+    type=click.Path(exists=True, dir_okay=False),
+    help="llama.cpp importance matrix (imatrix GGUF) to guide quantization.",
+)
+@click.option(
+    "--fold/--no-fold",
+    default=False,
+    show_default=True,
+    help="Scale Folding: migrate activation outliers into the weights first.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Show each tensor's type and the exact file size; write nothing.",
+)
+@click.option(
+    "--tensor-type-file",
+    type=click.Path(dir_okay=False),
+    help="Also write llama-quantize's --tensor-type-file for this recipe.",
+)
+@click.option(
+    "--tokenizer-from",
+    type=click.Path(exists=True, dir_okay=False),
+    help="For a Hugging Face directory: take the tokenizer from this GGUF of the same model.",
+)
 @json_option
-def export(model: str, recipe_spec: str, out: str | None, imatrix: str | None, fold: bool,
-           dry_run: bool, tensor_type_file: str | None, tokenizer_from: str | None,
-           as_json: bool) -> None:
+def export(
+    model: str,
+    recipe_spec: str,
+    out: str | None,
+    imatrix: str | None,
+    fold: bool,
+    dry_run: bool,
+    tensor_type_file: str | None,
+    tokenizer_from: str | None,
+    as_json: bool,
+) -> None:
     """Quantize MODEL per a recipe and write a standard GGUF that llama.cpp runs.
 
     The file size is predicted to the byte before anything is written; the
@@ -68,8 +97,9 @@ def export(model: str, recipe_spec: str, out: str | None, imatrix: str | None, f
         from ramp_edge.features.stats import collect_stats
 
         with progress("Scale Folding") as bar:
-            folded = fold_for_export(source, collect_stats(source.model, progress=bar),
-                                     recipe.types, progress=bar)
+            folded = fold_for_export(
+                source, collect_stats(source.model, progress=bar), recipe.types, progress=bar
+            )
         overrides = dict(folded.tensors)
         if imat is not None:  # the folded weights see rescaled activations
             imat = folded.adjust_imatrix(imat)
@@ -89,7 +119,9 @@ def export(model: str, recipe_spec: str, out: str | None, imatrix: str | None, f
         emit_json(result.to_dict())
         return
     _print_plan(result.plan, out_console)
-    out_console.print(f"wrote {result.path} ({result.plan.size_bytes:,} bytes) in {result.seconds:.1f} s")
+    out_console.print(
+        f"wrote {result.path} ({result.plan.size_bytes:,} bytes) in {result.seconds:.1f} s"
+    )
 
 
 def _print_plan(plan, console) -> None:
@@ -108,6 +140,10 @@ def _print_plan(plan, console) -> None:
         acc[2] += t.nbytes
     for qtype, (n, params, nbytes) in sorted(by_type.items(), key=lambda kv: -kv[1][2]):
         table.add_row(qtype, str(n), f"{params:,}", f"{nbytes:,}")
-    table.add_row("[bold]file", "", f"{plan.n_params:,}",
-                  f"[bold]{plan.size_bytes:,} ({human_bytes(plan.size_bytes)}, {plan.bpw:.3f} bpw)")
+    table.add_row(
+        "[bold]file",
+        "",
+        f"{plan.n_params:,}",
+        f"[bold]{plan.size_bytes:,} ({human_bytes(plan.size_bytes)}, {plan.bpw:.3f} bpw)",
+    )
     console.print(table)

@@ -34,11 +34,17 @@ def inspect_cmd(model: str, as_json: bool) -> None:
             for t in CATALOGUE.values()
             if quantizable and t.allocatable and not t.fits(s.row_length)
         }
-        rows.append({
-            "name": s.name, "shape": list(s.shape), "params": s.n_params,
-            "source_type": s.source_type, "quantizable": quantizable,
-            "legal_types": legal, "fallbacks": fallbacks,
-        })
+        rows.append(
+            {
+                "name": s.name,
+                "shape": list(s.shape),
+                "params": s.n_params,
+                "source_type": s.source_type,
+                "quantizable": quantizable,
+                "legal_types": legal,
+                "fallbacks": fallbacks,
+            }
+        )
     if as_json:
         emit_json({"model": source.model.model_id, "info": source.info.to_dict(), "tensors": rows})
         return
@@ -47,11 +53,18 @@ def inspect_cmd(model: str, as_json: bool) -> None:
     from ramp_edge.ui import out_console
 
     info = source.info
-    table = Table(title=f"{source.model.model_id}: {info.arch}, {info.n_layer} layers, "
-                        f"{info.n_params:,} parameters")
+    table = Table(
+        title=f"{source.model.model_id}: {info.arch}, {info.n_layer} layers, "
+        f"{info.n_params:,} parameters"
+    )
     for col in ("tensor", "shape", "params", "source", "legal types"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], "x".join(map(str, r["shape"])), f"{r['params']:,}",
-                      r["source_type"], " ".join(r["legal_types"]) if r["quantizable"] else "(kept)")
+        table.add_row(
+            r["name"],
+            "x".join(map(str, r["shape"])),
+            f"{r['params']:,}",
+            r["source_type"],
+            " ".join(r["legal_types"]) if r["quantizable"] else "(kept)",
+        )
     out_console.print(table)

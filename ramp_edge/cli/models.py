@@ -37,8 +37,13 @@ def models(ctx: click.Context, as_json: bool) -> None:
     for col in ("name", "size", "fetched", "license", "description"):
         table.add_column(col)
     for r in rows:
-        table.add_row(str(r["name"]), human_bytes(int(r["size_bytes"])), "yes" if r["fetched"] else "no",
-                      str(r["license"]), str(r["description"]))
+        table.add_row(
+            str(r["name"]),
+            human_bytes(int(r["size_bytes"])),
+            "yes" if r["fetched"] else "no",
+            str(r["license"]),
+            str(r["description"]),
+        )
     out_console.print(table)
 
 

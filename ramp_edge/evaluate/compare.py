@@ -30,9 +30,15 @@ class TaskRetention:
         return cand / ref if ref > 0 else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "n": self.n, "acc_ref": self.acc_ref, "acc_cand": self.acc_cand,
-                "acc_norm_ref": self.acc_norm_ref, "acc_norm_cand": self.acc_norm_cand,
-                "retention": self.retention}
+        return {
+            "task": self.task,
+            "n": self.n,
+            "acc_ref": self.acc_ref,
+            "acc_cand": self.acc_cand,
+            "acc_norm_ref": self.acc_norm_ref,
+            "acc_norm_cand": self.acc_norm_cand,
+            "retention": self.retention,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +53,13 @@ class RetentionReport:
         return sum(t.retention for t in self.tasks) / max(1, len(self.tasks))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"candidate": self.candidate, "reference": self.reference,
-                "mean_retention": self.mean_retention, "tasks": [t.to_dict() for t in self.tasks],
-                "kld": self.kld.to_dict() if self.kld else None}
+        return {
+            "candidate": self.candidate,
+            "reference": self.reference,
+            "mean_retention": self.mean_retention,
+            "tasks": [t.to_dict() for t in self.tasks],
+            "kld": self.kld.to_dict() if self.kld else None,
+        }
 
 
 def pair(ref: list[TaskResult], cand: list[TaskResult]) -> tuple[TaskRetention, ...]:
@@ -75,5 +85,9 @@ def compare(
     for path in (reference, candidate):
         with LlamaCppScorer(path) as scorer:
             results.append(evaluate_tasks(scorer, tasks, limit, progress))
-    kld = kl_divergence(candidate, reference, n_chunks=n_chunks, progress=progress) if n_chunks else None
+    kld = (
+        kl_divergence(candidate, reference, n_chunks=n_chunks, progress=progress)
+        if n_chunks
+        else None
+    )
     return RetentionReport(str(candidate), str(reference), pair(results[0], results[1]), kld)

@@ -51,7 +51,9 @@ class LlamaLogits:
         try:
             import llama_cpp
         except ImportError as err:  # pragma: no cover
-            raise DependencyError("llama-cpp-python is missing; run: pip install ramp-edge") from err
+            raise DependencyError(
+                "llama-cpp-python is missing; run: pip install ramp-edge"
+            ) from err
         self.path = Path(path)
         if not self.path.is_file():
             raise ArtifactError(f"model file {self.path} not found")
@@ -59,8 +61,13 @@ class LlamaLogits:
         try:
             with _quiet_stderr():
                 self.llm = llama_cpp.Llama(
-                    model_path=str(self.path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
-                    logits_all=True, n_threads=threads or default_threads(), verbose=False,
+                    model_path=str(self.path),
+                    n_ctx=n_ctx,
+                    n_batch=n_ctx,
+                    n_ubatch=n_ctx,
+                    logits_all=True,
+                    n_threads=threads or default_threads(),
+                    verbose=False,
                 )
         except (ValueError, RuntimeError) as err:
             raise ArtifactError(f"llama.cpp could not load {self.path}: {err}") from None

@@ -41,7 +41,9 @@ def top_k(logp: np.ndarray, targets: np.ndarray, k: int) -> TopK:
     mass = np.exp(vals).sum(axis=1)
     rest = np.log(np.clip(1.0 - mass, 1e-30, None))
     nll = -logp[np.arange(len(targets)), targets]
-    return TopK(ids, vals.astype(np.float32), rest.astype(np.float32), nll.astype(np.float32), logp.shape[1])
+    return TopK(
+        ids, vals.astype(np.float32), rest.astype(np.float32), nll.astype(np.float32), logp.shape[1]
+    )
 
 
 def kld_from_topk(ref: TopK, rows: slice, cand_logp: np.ndarray) -> np.ndarray:

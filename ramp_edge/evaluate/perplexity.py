@@ -39,13 +39,15 @@ ProgressFn = Callable[[float, float, str], None]
 DATASETS = {
     "wikitext2-test": "wikitext2/wiki.test.raw",
 }
+# Calibration text (statistics, importance matrices): never used for evaluation.
+CALIBRATION_DATASETS = {"wikitext2-valid": "wikitext2/valid.txt"}
 DEFAULT_TOP_K = 256
 
 
 def load_text(data: str) -> tuple[str, str]:
     """Text of a named shipped dataset or a file; returns (text, sha256 of its bytes)."""
-    if data in DATASETS:
-        path = paths.data_dir() / DATASETS[data]
+    if data in DATASETS or data in CALIBRATION_DATASETS:
+        path = paths.data_dir() / {**DATASETS, **CALIBRATION_DATASETS}[data]
     else:
         path = Path(data)
         if not path.is_file():
@@ -84,7 +86,9 @@ def perplexity(
     ppl, err = perplexity_from_nll(all_nll)
     if progress:
         progress(len(windows), len(windows), "perplexity done")
-    return PerplexityResult(ppl, err, len(all_nll), len(windows), n_ctx, time.perf_counter() - start)
+    return PerplexityResult(
+        ppl, err, len(all_nll), len(windows), n_ctx, time.perf_counter() - start
+    )
 
 
 def _cache_path(ref_sha: str, data_sha: str, n_ctx: int, n_chunks: int | None, k: int) -> Path:
@@ -129,8 +133,14 @@ def reference_distribution(
     )
     with atomic_path(cache) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(handle, ids=ref.ids, logprobs=ref.logprobs, rest=ref.rest_logprob,
-                     nll=ref.nll, n_vocab=ref.n_vocab)
+            np.savez(
+                handle,
+                ids=ref.ids,
+                logprobs=ref.logprobs,
+                rest=ref.rest_logprob,
+                nll=ref.nll,
+                n_vocab=ref.n_vocab,
+            )
     return ref
 
 
@@ -171,7 +181,9 @@ def kl_divergence(
     finally:
         model.close()
     if offset != len(ref.nll):
-        raise ConfigError("candidate and reference tokenize the data differently; KLD needs the same tokenizer")
+        raise ConfigError(
+            "candidate and reference tokenize the data differently; KLD needs the same tokenizer"
+        )
     kld = np.concatenate(klds)
     ppl_ref, _ = perplexity_from_nll(ref.nll)
     ppl_cand, _ = perplexity_from_nll(np.concatenate(nlls))

@@ -14,12 +14,10 @@ token ids and the settings.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,9 @@ import torch
 
 from ramp_edge import paths
 from ramp_edge.errors import ArtifactError, ConfigError, DependencyError
+
+# llama.cpp logs to fd 2 from C even with verbose=False; one helper silences it everywhere.
+from ramp_edge.evaluate.llama import _quiet_stderr as _quiet_fd2
 from ramp_edge.features.naming import (
     HF_TO_GGUF_ARCH,
     hf_to_gguf_name,
@@ -54,35 +55,18 @@ DEFAULT_N_SAMPLE = 256
 
 def load_text(data: str) -> tuple[str, str]:
     """Text of a shipped calibration set (`wikitext2-valid`) or of a file; (text, sha256)."""
-    if data in DATASETS:
-        path = paths.data_dir() / DATASETS[data]
-    else:
-        path = Path(data)
-        if not path.is_file():
-            raise ConfigError(
-                f"unknown calibration data {data!r}: not one of {', '.join(DATASETS)} nor a file"
-            )
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8"), hashlib.sha256(raw).hexdigest()
-    except UnicodeDecodeError:
-        raise ArtifactError(f"{path} is not UTF-8 text") from None
+    from ramp_edge.evaluate.perplexity import DATASETS as EVAL_DATASETS
+    from ramp_edge.evaluate.perplexity import load_text as _load
 
-
-@contextlib.contextmanager
-def _quiet_fd2() -> Iterator[None]:
-    """llama.cpp logs to fd 2 from C even with verbose=False; silence it unless debugging."""
-    if logger.isEnabledFor(logging.DEBUG):
-        yield
-        return
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    if data in EVAL_DATASETS:  # never calibrate on evaluation text
+        raise ConfigError(
+            f"unknown calibration data {data!r}: {data} is evaluation data; use {DEFAULT_DATA}"
+        )
+    if data not in DATASETS and not Path(data).is_file():
+        raise ConfigError(
+            f"unknown calibration data {data!r}: not one of {', '.join(DATASETS)} nor a file"
+        )
+    return _load(data)
 
 
 def _windows(ids: list[int], n_seq: int, seq_len: int, bos: int | None) -> np.ndarray:

@@ -105,7 +105,9 @@ def resolve_fallback(qtype: QuantType, row_length: int) -> QuantType:
     if qtype.fits(row_length):
         return qtype
     if qtype.fallback is None:
-        raise ConfigError(f"type {qtype.name} does not fit rows of {row_length} and has no fallback")
+        raise ConfigError(
+            f"type {qtype.name} does not fit rows of {row_length} and has no fallback"
+        )
     substitute = CATALOGUE[qtype.fallback]
     return substitute if substitute.fits(row_length) else CATALOGUE["F16"]
 

@@ -47,8 +47,14 @@ class TensorPlan:
         return int(np.prod(self.shape))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "type": self.qtype,
-                "params": self.n_params, "bytes": self.nbytes, "action": self.action}
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "type": self.qtype,
+            "params": self.n_params,
+            "bytes": self.nbytes,
+            "action": self.action,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,14 +135,18 @@ def _dominant_ftype(tensors: list[TensorPlan]) -> int:
     return 0 if ftype is None else ftype
 
 
-def _plan_tensors(source: Any, recipe: Recipe, overrides: Mapping[str, np.ndarray]) -> list[TensorPlan]:
+def _plan_tensors(
+    source: Any, recipe: Recipe, overrides: Mapping[str, np.ndarray]
+) -> list[TensorPlan]:
     types = recipe.types
     plans = []
     for s in source.specs:
         qt = get(types[s.name])
         copy = qt.name == s.source_type and s.name not in overrides
         plans.append(
-            TensorPlan(s.name, s.shape, qt.name, qt.tensor_bytes(s.shape), "copy" if copy else "quantize")
+            TensorPlan(
+                s.name, s.shape, qt.name, qt.tensor_bytes(s.shape), "copy" if copy else "quantize"
+            )
         )
     return plans
 
@@ -157,8 +167,13 @@ def _writer(source: Any, plans: list[TensorPlan], file_type: int, method: str, p
     for t in plans:
         qt = CATALOGUE[t.qtype]
         byte_shape = [*reversed(t.shape[1:]), qt.row_bytes(t.shape[0])]
-        writer.add_tensor_info(t.name, byte_shape, np.dtype(np.uint8), t.nbytes,
-                               raw_dtype=GGMLQuantizationType(qt.ggml_id))
+        writer.add_tensor_info(
+            t.name,
+            byte_shape,
+            np.dtype(np.uint8),
+            t.nbytes,
+            raw_dtype=GGMLQuantizationType(qt.ggml_id),
+        )
     return writer
 
 
@@ -174,7 +189,9 @@ def _header_bytes(source: Any, plans: list[TensorPlan], file_type: int, method: 
     return _pad(size, source.alignment)
 
 
-def plan_export(source: Any, recipe: Recipe, overrides: Mapping[str, np.ndarray] | None = None) -> ExportPlan:
+def plan_export(
+    source: Any, recipe: Recipe, overrides: Mapping[str, np.ndarray] | None = None
+) -> ExportPlan:
     """Check the recipe against the model and compute the output layout, to the byte."""
     validate(recipe, source)
     plans = _plan_tensors(source, recipe, overrides or {})
@@ -189,8 +206,12 @@ def plan_export(source: Any, recipe: Recipe, overrides: Mapping[str, np.ndarray]
     )
 
 
-def _tensor_bytes(source: Any, plan: TensorPlan, overrides: Mapping[str, np.ndarray],
-                  imatrix: Mapping[str, np.ndarray] | None) -> np.ndarray:
+def _tensor_bytes(
+    source: Any,
+    plan: TensorPlan,
+    overrides: Mapping[str, np.ndarray],
+    imatrix: Mapping[str, np.ndarray] | None,
+) -> np.ndarray:
     if plan.action == "copy":
         raw, _ = source.raw(plan.name)
         return np.ascontiguousarray(raw).view(np.uint8).reshape(-1)
@@ -199,10 +220,12 @@ def _tensor_bytes(source: Any, plan: TensorPlan, overrides: Mapping[str, np.ndar
     qt = CATALOGUE[plan.qtype]
     imat = imatrix.get(plan.name) if imatrix else None
     if qt.needs_imatrix and imat is None:
-        raise ConfigError(f"type {qt.name} for tensor {plan.name} needs an importance matrix (--imatrix)")
+        raise ConfigError(
+            f"type {qt.name} for tensor {plan.name} needs an importance matrix (--imatrix)"
+        )
     if qt.name == "BF16":
-        from gguf.quants import quantize as np_quantize
         from gguf import GGMLQuantizationType
+        from gguf.quants import quantize as np_quantize
 
         return np_quantize(matrix, GGMLQuantizationType.BF16).view(np.uint8).reshape(-1)
     return quantizer.quantize(matrix, qt, imat).reshape(-1)
@@ -253,7 +276,9 @@ def export_model(
         writer.close()
         size = tmp.stat().st_size
         if size != plan.size_bytes:
-            raise RampEdgeError(f"wrote {size} bytes but predicted {plan.size_bytes}; please report")
+            raise RampEdgeError(
+                f"wrote {size} bytes but predicted {plan.size_bytes}; please report"
+            )
     if progress:
         progress(total, total, "done")
     return ExportResult(out_path, plan, time.perf_counter() - start)

@@ -26,16 +26,38 @@ class Preset:
 
 
 _PRESETS = [
-    ("F32", 0, "F32"), ("F16", 1, "F16"), ("BF16", 32, "BF16"),
-    ("Q4_0", 2, "Q4_0"), ("Q4_1", 3, "Q4_1"), ("Q8_0", 7, "Q8_0"), ("Q5_0", 8, "Q5_0"),
-    ("Q5_1", 9, "Q5_1"), ("Q2_K", 10, "Q2_K"), ("Q3_K_S", 11, "Q3_K"), ("Q3_K_M", 12, "Q3_K"),
-    ("Q3_K_L", 13, "Q3_K"), ("Q4_K_S", 14, "Q4_K"), ("Q4_K_M", 15, "Q4_K"),
-    ("Q5_K_S", 16, "Q5_K"), ("Q5_K_M", 17, "Q5_K"), ("Q6_K", 18, "Q6_K"),
-    ("IQ2_XXS", 19, "IQ2_XXS"), ("IQ2_XS", 20, "IQ2_XS"), ("Q2_K_S", 21, "Q2_K"),
-    ("IQ3_XS", 22, "IQ3_S"), ("IQ3_XXS", 23, "IQ3_XXS"), ("IQ1_S", 24, "IQ1_S"),
-    ("IQ4_NL", 25, "IQ4_NL"), ("IQ3_S", 26, "IQ3_S"), ("IQ3_M", 27, "IQ3_S"),
-    ("IQ2_S", 28, "IQ2_XS"), ("IQ2_M", 29, "IQ2_S"), ("IQ4_XS", 30, "IQ4_XS"),
-    ("IQ1_M", 31, "IQ1_M"), ("TQ1_0", 36, "TQ1_0"), ("TQ2_0", 37, "TQ2_0"),
+    ("F32", 0, "F32"),
+    ("F16", 1, "F16"),
+    ("BF16", 32, "BF16"),
+    ("Q4_0", 2, "Q4_0"),
+    ("Q4_1", 3, "Q4_1"),
+    ("Q8_0", 7, "Q8_0"),
+    ("Q5_0", 8, "Q5_0"),
+    ("Q5_1", 9, "Q5_1"),
+    ("Q2_K", 10, "Q2_K"),
+    ("Q3_K_S", 11, "Q3_K"),
+    ("Q3_K_M", 12, "Q3_K"),
+    ("Q3_K_L", 13, "Q3_K"),
+    ("Q4_K_S", 14, "Q4_K"),
+    ("Q4_K_M", 15, "Q4_K"),
+    ("Q5_K_S", 16, "Q5_K"),
+    ("Q5_K_M", 17, "Q5_K"),
+    ("Q6_K", 18, "Q6_K"),
+    ("IQ2_XXS", 19, "IQ2_XXS"),
+    ("IQ2_XS", 20, "IQ2_XS"),
+    ("Q2_K_S", 21, "Q2_K"),
+    ("IQ3_XS", 22, "IQ3_S"),
+    ("IQ3_XXS", 23, "IQ3_XXS"),
+    ("IQ1_S", 24, "IQ1_S"),
+    ("IQ4_NL", 25, "IQ4_NL"),
+    ("IQ3_S", 26, "IQ3_S"),
+    ("IQ3_M", 27, "IQ3_S"),
+    ("IQ2_S", 28, "IQ2_XS"),
+    ("IQ2_M", 29, "IQ2_S"),
+    ("IQ4_XS", 30, "IQ4_XS"),
+    ("IQ1_M", 31, "IQ1_M"),
+    ("TQ1_0", 36, "TQ1_0"),
+    ("TQ2_0", 37, "TQ2_0"),
     ("NVFP4", 39, "NVFP4"),
 ]
 PRESETS: dict[str, Preset] = {name: Preset(name, ftype, base) for name, ftype, base in _PRESETS}
@@ -43,21 +65,52 @@ FTYPE_NAMES: dict[int, str] = {p.ftype: p.name for p in PRESETS.values()}
 
 # Categories as in tensor_get_category (substring tests, first match wins).
 _CATEGORY_RULES = [
-    ("attn_qkv.weight", "attn_qkv"), ("attn_kv_b.weight", "attn_kv_b"),
-    ("attn_v.weight", "attn_v"), ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"),
-    ("attn_output.weight", "attn_output"), ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"),
+    ("attn_qkv.weight", "attn_qkv"),
+    ("attn_kv_b.weight", "attn_kv_b"),
+    ("attn_v.weight", "attn_v"),
+    ("attn_k.weight", "attn_k"),
+    ("attn_q.weight", "attn_q"),
+    ("attn_output.weight", "attn_output"),
+    ("ffn_up", "ffn_up"),
+    ("ffn_gate", "ffn_gate"),
     ("ffn_down", "ffn_down"),
 ]
 _NOT_QUANTIZED_SUBSTRINGS = (
-    "_norm.weight", "ffn_gate_inp.weight", "ffn_gate_tid2eid.weight", "altup", "laurel",
-    "per_layer_model_proj", "ssm_conv1d", "shortconv.conv.weight", "indexer.k_proj.weight",
-    "indexer.q_proj.weight", "time_mix_first.weight", "time_mix_w0.weight",
-    "time_mix_w1.weight", "time_mix_w2.weight", "time_mix_v0.weight", "time_mix_v1.weight",
-    "time_mix_v2.weight", "time_mix_a0.weight", "time_mix_a1.weight", "time_mix_a2.weight",
-    "time_mix_g1.weight", "time_mix_g2.weight", "time_mix_decay_w1.weight",
-    "time_mix_decay_w2.weight", "time_mix_lerp_fused.weight", "attn_rel_b.weight",
-    ".position_embd", "sam.pos_embd", "sam.neck.", "sam.net_", ".rel_pos", ".patch_embd",
-    ".patch_merger", "a.rvq.codebook", "mm.a.code_embd",
+    "_norm.weight",
+    "ffn_gate_inp.weight",
+    "ffn_gate_tid2eid.weight",
+    "altup",
+    "laurel",
+    "per_layer_model_proj",
+    "ssm_conv1d",
+    "shortconv.conv.weight",
+    "indexer.k_proj.weight",
+    "indexer.q_proj.weight",
+    "time_mix_first.weight",
+    "time_mix_w0.weight",
+    "time_mix_w1.weight",
+    "time_mix_w2.weight",
+    "time_mix_v0.weight",
+    "time_mix_v1.weight",
+    "time_mix_v2.weight",
+    "time_mix_a0.weight",
+    "time_mix_a1.weight",
+    "time_mix_a2.weight",
+    "time_mix_g1.weight",
+    "time_mix_g2.weight",
+    "time_mix_decay_w1.weight",
+    "time_mix_decay_w2.weight",
+    "time_mix_lerp_fused.weight",
+    "attn_rel_b.weight",
+    ".position_embd",
+    "sam.pos_embd",
+    "sam.neck.",
+    "sam.net_",
+    ".rel_pos",
+    ".patch_embd",
+    ".patch_merger",
+    "a.rvq.codebook",
+    "mm.a.code_embd",
 )
 _LAYER = re.compile(r"^blk\.(\d+)\.")
 
@@ -100,7 +153,11 @@ def llama_order(names: Sequence[str]) -> list[str]:
 
 
 def _use_more_bits(i_layer: int, n_layers: int) -> bool:
-    return i_layer < n_layers // 8 or i_layer >= 7 * n_layers // 8 or (i_layer - n_layers // 8) % 3 == 2
+    return (
+        i_layer < n_layers // 8
+        or i_layer >= 7 * n_layers // 8
+        or (i_layer - n_layers // 8) % 3 == 2
+    )
 
 
 def preset_types(
@@ -252,12 +309,28 @@ def preset_types(
             return new
         if cat == "attn_output":
             if n_expert == 8:
-                if ftype in {"Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL",
-                             "Q4_K_S", "Q4_K_M", "IQ3_S", "IQ3_M", "IQ4_XS"}:
+                if ftype in {
+                    "Q2_K",
+                    "IQ3_XS",
+                    "IQ3_XXS",
+                    "Q3_K_S",
+                    "Q3_K_M",
+                    "IQ4_NL",
+                    "Q4_K_S",
+                    "Q4_K_M",
+                    "IQ3_S",
+                    "IQ3_M",
+                    "IQ4_XS",
+                }:
                     new = "Q5_K"
             else:
-                new = {"Q2_K": "Q3_K", "IQ3_XXS": "IQ3_S", "Q3_K_M": "Q4_K",
-                       "Q3_K_L": "Q5_K", "IQ3_M": "Q4_K"}.get(ftype, new)
+                new = {
+                    "Q2_K": "Q3_K",
+                    "IQ3_XXS": "IQ3_S",
+                    "Q3_K_M": "Q4_K",
+                    "Q3_K_L": "Q5_K",
+                    "IQ3_M": "Q4_K",
+                }.get(ftype, new)
             return new
         if cat == "attn_qkv":  # unreachable: handled with attn_v above, as in llama.cpp
             return new

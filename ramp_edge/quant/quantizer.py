@@ -28,7 +28,9 @@ def _lib() -> ctypes.CDLL:
     try:
         import llama_cpp
     except ImportError as err:  # pragma: no cover - llama-cpp-python is a core dependency
-        raise DependencyError("llama-cpp-python is not installed; run: pip install ramp-edge") from err
+        raise DependencyError(
+            "llama-cpp-python is not installed; run: pip install ramp-edge"
+        ) from err
     lib_dir = Path(llama_cpp.__file__).parent / "lib"
     candidates = sorted(lib_dir.glob("libggml-base.*"))
     if not candidates:
@@ -178,7 +180,9 @@ def _to_float(ggml_id: int):
     return _TO_FLOAT(traits.to_float) if traits.to_float else None
 
 
-def to_float(data: np.ndarray, qtype: QuantType | str, row_length: int, threads: int | None = None) -> np.ndarray:
+def to_float(
+    data: np.ndarray, qtype: QuantType | str, row_length: int, threads: int | None = None
+) -> np.ndarray:
     """Dequantize stored rows with ggml's own `to_float` (C, multi-threaded); float32 (rows, row_length)."""
     qt = get(qtype) if isinstance(qtype, str) else qtype
     raw = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
@@ -195,8 +199,11 @@ def to_float(data: np.ndarray, qtype: QuantType | str, row_length: int, threads:
 
     def run(first: int) -> None:
         n = min(chunk, rows - first)
-        fn(raw.ctypes.data + first * row_bytes,
-           out[first:].ctypes.data_as(ctypes.POINTER(ctypes.c_float)), n * row_length)
+        fn(
+            raw.ctypes.data + first * row_bytes,
+            out[first:].ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+            n * row_length,
+        )
 
     with ThreadPoolExecutor(n_threads) as pool:
         list(pool.map(run, range(0, rows, chunk)))

@@ -7,8 +7,19 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("args", [[], ["models"], ["inspect"], ["export"], ["eval"], ["eval", "ppl"],
-                                  ["eval", "kld"], ["deploy"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["models"],
+        ["inspect"],
+        ["export"],
+        ["eval"],
+        ["eval", "ppl"],
+        ["eval", "kld"],
+        ["deploy"],
+    ],
+)
 def test_help(invoke, args):
     result = invoke([*args, "--help"])
     assert result.exit_code == 0, result.output
@@ -16,8 +27,10 @@ def test_help(invoke, args):
 
 
 def test_cli_import_stays_light():
-    code = ("import sys, ramp_edge.cli; heavy = {'torch','transformers','gymnasium','stable_baselines3',"
-            "'llama_cpp','paramiko'} & set(sys.modules); print(sorted(heavy))")
+    code = (
+        "import sys, ramp_edge.cli; heavy = {'torch','transformers','gymnasium','stable_baselines3',"
+        "'llama_cpp','paramiko'} & set(sys.modules); print(sorted(heavy))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -46,7 +59,8 @@ def test_export_dry_run_json(invoke, smollm2, tmp_path):
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert plan["size_bytes"] == plan["header_bytes"] + sum(
-        -(-t["bytes"] // 32) * 32 for t in plan["tensors"])
+        -(-t["bytes"] // 32) * 32 for t in plan["tensors"]
+    )
     assert {t["name"]: t["type"] for t in plan["tensors"]}["blk.0.ffn_down.weight"] == "Q6_K"
     assert list(tmp_path.iterdir()) == []
 
@@ -54,8 +68,19 @@ def test_export_dry_run_json(invoke, smollm2, tmp_path):
 @pytest.mark.llama
 def test_export_writes_file_of_predicted_size(invoke, smollm2, tmp_path):
     out = tmp_path / "smol q4_0.gguf"
-    result = invoke(["export", "smollm2-135m", "--recipe", "uniform:Q4_0", "--out", out,
-                     "--tensor-type-file", tmp_path / "types.txt", "--json"])
+    result = invoke(
+        [
+            "export",
+            "smollm2-135m",
+            "--recipe",
+            "uniform:Q4_0",
+            "--out",
+            out,
+            "--tensor-type-file",
+            tmp_path / "types.txt",
+            "--json",
+        ]
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert out.stat().st_size == doc["size_bytes"]
@@ -66,11 +91,23 @@ def test_export_writes_file_of_predicted_size(invoke, smollm2, tmp_path):
 @pytest.mark.parametrize(
     ("args", "code", "needle"),
     [
-        (["export", "no-such-model", "--recipe", "Q4_0", "--dry-run"], 3, "unknown model 'no-such-model'"),
+        (
+            ["export", "no-such-model", "--recipe", "Q4_0", "--dry-run"],
+            3,
+            "unknown model 'no-such-model'",
+        ),
         (["export", "smollm2-135m", "--recipe", "Q9_K", "--dry-run"], 3, "unknown recipe 'Q9_K'"),
-        (["export", "smollm2-135m", "--recipe", "uniform:Q7", "--dry-run"], 3, "unknown quant type"),
+        (
+            ["export", "smollm2-135m", "--recipe", "uniform:Q7", "--dry-run"],
+            3,
+            "unknown quant type",
+        ),
         (["export", "smollm2-135m", "--recipe", "Q4_0"], 2, "--out is required"),
-        (["export", "smollm2-135m", "--recipe", "Q4_0", "--out", "/proc/nope/x.gguf"], 1, "does not exist"),
+        (
+            ["export", "smollm2-135m", "--recipe", "Q4_0", "--out", "/proc/nope/x.gguf"],
+            1,
+            "does not exist",
+        ),
         (["eval", "ppl", "smollm2-135m", "--data", "no-such-data"], 3, "unknown data"),
     ],
 )
@@ -92,7 +129,9 @@ def test_illegal_type_in_recipe_file(invoke, smollm2, tmp_path):
     from ramp_edge import schema
 
     recipe = tmp_path / "bad.json"
-    recipe.write_text(json.dumps(schema.wrap("ramp-edge/recipe", {"model_id": "x", "tensors": tensors})))
+    recipe.write_text(
+        json.dumps(schema.wrap("ramp-edge/recipe", {"model_id": "x", "tensors": tensors}))
+    )
     result = invoke(["export", "smollm2-135m", "--recipe", recipe, "--out", tmp_path / "o.gguf"])
     assert result.exit_code == 3
     assert "blk.2.attn_k.weight" in result.stderr and "legal:" in result.stderr
@@ -118,7 +157,9 @@ def test_eval_ppl_and_kld_json(invoke, smollm2):
     result = invoke(["eval", "ppl", "smollm2-135m", "--chunks", "1", "--json"])
     assert result.exit_code == 0, result.output
     assert 5 < json.loads(result.stdout)["ppl"] < 60
-    result = invoke(["eval", "kld", "smollm2-135m", "--reference", "smollm2-135m", "--chunks", "1", "--json"])
+    result = invoke(
+        ["eval", "kld", "smollm2-135m", "--reference", "smollm2-135m", "--chunks", "1", "--json"]
+    )
     doc = json.loads(result.stdout)
     assert doc["mean_kld"] < 1e-6 and doc["same_top_p"] == 1.0
 
@@ -127,8 +168,25 @@ def test_eval_ppl_and_kld_json(invoke, smollm2):
 @pytest.mark.slow
 def test_deploy_localhost_json(invoke, smollm2, tmp_path):
     out = tmp_path / "d.gguf"
-    result = invoke(["deploy", "--device", "localhost", "--budget", "5bpw", "--no-calibrate",
-                     "--tasks", "arc_easy", "--limit", "3", "--chunks", "1", "--out", out, "--json"])
+    result = invoke(
+        [
+            "deploy",
+            "--device",
+            "localhost",
+            "--budget",
+            "5bpw",
+            "--no-calibrate",
+            "--tasks",
+            "arc_easy",
+            "--limit",
+            "3",
+            "--chunks",
+            "1",
+            "--out",
+            out,
+            "--json",
+        ]
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert out.stat().st_size == doc["artifact_bytes"] <= doc["budget"]["bytes"]
@@ -140,11 +198,14 @@ def test_deploy_localhost_json(invoke, smollm2, tmp_path):
     assert listed.exit_code == 0 and "quality" in listed.stdout
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["deploy", "--device", "jetson-nan"], "unknown device 'jetson-nan'"),
-    (["deploy", "--device", "raspberry-pi-5-8gb"], "needs --host"),
-    (["deploy", "--budget", "lots"], "bad budget"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["deploy", "--device", "jetson-nan"], "unknown device 'jetson-nan'"),
+        (["deploy", "--device", "raspberry-pi-5-8gb"], "needs --host"),
+        (["deploy", "--budget", "lots"], "bad budget"),
+    ],
+)
 def test_deploy_bad_input(invoke, args, needle):
     result = invoke(args)
     assert result.exit_code == 3, result.output

@@ -24,7 +24,9 @@ def test_export_size_equals_prediction_and_metadata_is_kept(tmp_path, smol_sourc
     out = GGUFReader(result.path)
     src_keys = {k for k in smol_source._reader.fields if not k.startswith("GGUF.")}
     assert src_keys <= set(out.fields)
-    assert out.fields["tokenizer.chat_template"].contents() == smol_source.field("tokenizer.chat_template")
+    assert out.fields["tokenizer.chat_template"].contents() == smol_source.field(
+        "tokenizer.chat_template"
+    )
     assert out.fields["general.file_type"].contents() == 8  # Q5_0 holds most parameters here
     assert {t.name: t.tensor_type.name for t in out.tensors} == recipe.types
     assert not list(tmp_path.glob("*.partial"))
@@ -44,7 +46,9 @@ def test_illegal_type_names_tensor_and_legal_types(smol_source):
     types = dict(build(smol_source, "Q8_0").allocation)
     types["blk.0.attn_q.weight"] = "Q4_K"
     bad = Recipe("smollm2-135m", tuple(types.items()), "file")
-    with pytest.raises(ConfigError, match=r"Q4_K is not legal for tensor blk\.0\.attn_q\.weight.*legal: .*Q4_0"):
+    with pytest.raises(
+        ConfigError, match=r"Q4_K is not legal for tensor blk\.0\.attn_q\.weight.*legal: .*Q4_0"
+    ):
         plan_export(smol_source, bad)
 
 

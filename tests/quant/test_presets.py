@@ -8,7 +8,18 @@ from ramp_edge.quant.llamacpp import llama_quantize
 from ramp_edge.recipe import build
 from ramp_edge.source import open_source
 
-PRESETS = ["Q4_0", "Q8_0", "Q2_K", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_M", "Q6_K", "IQ4_NL"]
+PRESETS = [
+    "Q4_0",
+    "Q8_0",
+    "Q2_K",
+    "Q3_K_M",
+    "Q3_K_L",
+    "Q4_K_S",
+    "Q4_K_M",
+    "Q5_K_M",
+    "Q6_K",
+    "IQ4_NL",
+]
 
 
 def _check(tmp_path, model_path, preset):

@@ -14,13 +14,29 @@ from ramp_edge.quant.quantizer import dequantize, quantize, validate
 from ramp_edge.recipe import uniform
 from ramp_edge.source import open_source
 
-BYTE_EXACT_TYPES = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "Q2_K", "Q3_K", "Q4_K",
-                    "Q5_K", "Q6_K", "IQ4_XS", "IQ3_S", "MXFP4"]
+BYTE_EXACT_TYPES = [
+    "Q8_0",
+    "Q4_0",
+    "Q4_1",
+    "Q5_0",
+    "Q5_1",
+    "IQ4_NL",
+    "Q2_K",
+    "Q3_K",
+    "Q4_K",
+    "Q5_K",
+    "Q6_K",
+    "IQ4_XS",
+    "IQ3_S",
+    "MXFP4",
+]
 
 
 def _tensor_bytes(path):
-    return {t.name: (t.tensor_type.name, bytes(np.ascontiguousarray(t.data).view(np.uint8)))
-            for t in GGUFReader(path).tensors}
+    return {
+        t.name: (t.tensor_type.name, bytes(np.ascontiguousarray(t.data).view(np.uint8)))
+        for t in GGUFReader(path).tensors
+    }
 
 
 @pytest.mark.llama
@@ -31,13 +47,17 @@ def test_bytes_equal_llama_model_quantize(tmp_path, tiny_kquant_gguf, qtype, wit
     imatrix = None
     if with_imatrix:
         rng = np.random.default_rng(1)
-        imatrix = {s.name: rng.uniform(0.1, 2.0, s.row_length).astype(np.float32)
-                   for s in source.specs if len(s.shape) == 2 and s.name != "token_embd.weight"}
+        imatrix = {
+            s.name: rng.uniform(0.1, 2.0, s.row_length).astype(np.float32)
+            for s in source.specs
+            if len(s.shape) == 2 and s.name != "token_embd.weight"
+        }
     ref = tmp_path / "ref.gguf"
     preset = FTYPE_NAMES.get(get(qtype).ftype)
     if preset is None:  # MXFP4 has only an MoE preset: force the type with a --tensor-type override
-        llama_quantize(tiny_kquant_gguf, ref, "Q8_0", imatrix=imatrix, pure=True,
-                       overrides={"weight": qtype})
+        llama_quantize(
+            tiny_kquant_gguf, ref, "Q8_0", imatrix=imatrix, pure=True, overrides={"weight": qtype}
+        )
     else:
         llama_quantize(tiny_kquant_gguf, ref, preset, imatrix=imatrix, pure=True)
     ours = tmp_path / "ours.gguf"
@@ -49,7 +69,9 @@ def test_bytes_equal_llama_model_quantize(tmp_path, tiny_kquant_gguf, qtype, wit
         assert mine[name][1] == tbytes, f"{name} ({ttype}) differs from llama.cpp"
 
 
-@pytest.mark.parametrize("qt", [t for t in CATALOGUE.values() if t.block_size > 1], ids=lambda t: t.name)
+@pytest.mark.parametrize(
+    "qt", [t for t in CATALOGUE.values() if t.block_size > 1], ids=lambda t: t.name
+)
 def test_round_trip_through_gguf_dequantize(qt):
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((8, 512)) * 0.02).astype(np.float32)
