@@ -125,8 +125,12 @@ def run_model(
 
 
 def best_anchor_at_or_above(anchors: list[dict], size: int) -> dict | None:
-    eligible = [a for a in anchors if a["size_bytes"] >= size]
-    return min(eligible, key=lambda a: a["mean_kld"]) if eligible else None
+    # An anchor with KLD 0 is the source file itself (e.g. llama.cpp's Q4_1 preset of a Q4_1
+    # source): every quantization loses to it, so it is listed but not used as the yardstick.
+    eligible = [a for a in anchors if a["size_bytes"] >= size and a["mean_kld"] > 0]
+    # The nearest anchor at or above our size: the file a user would otherwise pick. (The best
+    # of *all* larger anchors is always Q8_0, twice the size, which compares nothing.)
+    return min(eligible, key=lambda a: (a["size_bytes"], a["mean_kld"])) if eligible else None
 
 
 def write_report(doc: dict, out: Path) -> None:
@@ -161,7 +165,12 @@ def write_report(doc: dict, out: Path) -> None:
         ]
         for r in res["allocations"]:
             best = best_anchor_at_or_above(res["anchors"], r["size_bytes"])
-            rel = f"{100 * (r['mean_kld'] / best['mean_kld'] - 1):+.1f}%" if best else "n/a"
+            if best is None:
+                rel = "n/a"
+            elif best["mean_kld"] == 0:
+                rel = "anchor lossless"
+            else:
+                rel = f"{100 * (r['mean_kld'] / best['mean_kld'] - 1):+.1f}%"
             lines.append(
                 f"| {r['budget']} | {r['method']} | {r['size_bytes']:,} | {r['bpw']:.3f} | "
                 f"{r['ppl']:.3f} | {r['mean_kld']:.4f} | {r['search_s']:.1f} | "
@@ -221,9 +230,15 @@ def main() -> None:
         "--imatrix", default=None, help="imatrix GGUF for the +imatrix anchors and methods"
     )
     ap.add_argument("--out", default="bench")
+    ap.add_argument("--report-only", action="store_true", help="Rewrite the .md/.png from the JSON.")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(exist_ok=True)
+    if args.report_only:
+        doc = json.loads((out / "allocation.json").read_text())
+        write_report(doc, out)
+        plot(doc, out)
+        return
     results = {}
     for model in args.model or ["smollm2-135m"]:
         results[model] = run_model(
