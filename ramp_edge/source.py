@@ -102,6 +102,8 @@ class GGUFSource:
         """Every metadata field to carry into an exported file (not the GGUF.* header fields)."""
         from gguf import GGUFValueType
 
+        if "_kv_fields" in self.__dict__:
+            return list(self.__dict__["_kv_fields"])
         out = []
         for f in self._reader.fields.values():
             if f.name.startswith("GGUF.") or f.name == "general.architecture":
@@ -109,6 +111,7 @@ class GGUFSource:
             vtype = f.types[0]
             sub = f.types[-1] if vtype == GGUFValueType.ARRAY else None
             out.append(KVField(f.name, f.contents(), vtype, sub))
+        self.__dict__["_kv_fields"] = tuple(out)
         return out
 
     def raw(self, name: str) -> tuple[np.ndarray, str]:

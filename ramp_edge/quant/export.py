@@ -177,13 +177,36 @@ def _writer(source: Any, plans: list[TensorPlan], file_type: int, method: str, p
     return writer
 
 
+def _write_head(writer: Any, source: Any, path: Path) -> None:
+    """Header, metadata and tensor infos, as GGUFWriter writes them.
+
+    Packing a 50k-262k token vocabulary in Python costs a few hundred ms, so each source's
+    packed fields are cached on the source object (sweeps export one model many times).
+    """
+    from gguf import GGUFValueType
+    from gguf.gguf_writer import WriterState
+
+    writer.write_header_to_file(path)
+    cache: dict[str, bytes] = source.__dict__.setdefault("_ramp_packed_kv", {})
+    blob = bytearray()
+    for key, val in writer.kv_data[0].items():
+        packed = cache.get(key) if not key.startswith(("general.file_type", "ramp_edge.")) else None
+        if packed is None:
+            packed = bytes(writer._pack_val(key, GGUFValueType.STRING, add_vtype=False)) + bytes(
+                writer._pack_val(val.value, val.type, add_vtype=True, sub_type=val.sub_type)
+            )
+            cache[key] = packed
+        blob += packed
+    writer.fout[0].write(blob)
+    writer.state = WriterState.KV_DATA
+    writer.write_ti_data_to_file()
+
+
 def _header_bytes(source: Any, plans: list[TensorPlan], file_type: int, method: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "header.gguf"
         writer = _writer(source, plans, file_type, method, path)
-        writer.write_header_to_file(path)
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
+        _write_head(writer, source, path)
         size = writer.fout[0].tell()
         writer.close()
     return _pad(size, source.alignment)
@@ -260,9 +283,7 @@ def export_model(
     done = 0
     with atomic_path(out_path) as tmp:
         writer = _writer(source, list(plan.tensors), plan.file_type, plan.method, tmp)
-        writer.write_header_to_file(tmp)
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
+        _write_head(writer, source, tmp)
         fout = writer.fout[0]
         writer.write_padding(fout, fout.tell())
         for t in plan.tensors:
