@@ -10,7 +10,12 @@ import numpy as np
 from ramp_edge import recipe as recipes
 from ramp_edge.allocate import knapsack as ks
 from ramp_edge.allocate.budget import Budget
-from ramp_edge.allocate.sensitivity import SensitivityTable, calibrate, measure_sensitivity
+from ramp_edge.allocate.sensitivity import (
+    DEFAULT_CANDIDATES,
+    SensitivityTable,
+    calibrate,
+    measure_sensitivity,
+)
 from ramp_edge.errors import BudgetError, ConfigError
 from ramp_edge.quant.catalogue import CATALOGUE
 from ramp_edge.quant.export import plan_export
@@ -21,21 +26,7 @@ logger = logging.getLogger(__name__)
 ProgressFn = Callable[[float, float, str], None]
 
 METHODS = ("uniform", "preset", "greedy", "knapsack", "sac")
-UNIFORM_TYPES = (
-    "Q8_0",
-    "Q6_K",
-    "Q5_K",
-    "Q5_1",
-    "Q5_0",
-    "Q4_K",
-    "Q4_1",
-    "Q4_0",
-    "IQ4_NL",
-    "IQ4_XS",
-    "Q3_K",
-    "IQ3_S",
-    "Q2_K",
-)
+UNIFORM_TYPES = DEFAULT_CANDIDATES  # the same one-type-per-bit-width ladder
 TOLERANCE = 0.005  # final file within 0.5% under the budget when reachable
 
 
