@@ -1,1 +1,3 @@
 """Allocation: choose a quant type per tensor under a global budget (RAMP and baselines)."""
+
+METHODS = ("knapsack", "greedy", "sac", "preset", "uniform")

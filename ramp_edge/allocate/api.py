@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ramp_edge import recipe as recipes
+from ramp_edge.allocate import METHODS
 from ramp_edge.allocate import knapsack as ks
 from ramp_edge.allocate.budget import Budget
 from ramp_edge.allocate.sensitivity import (
@@ -25,7 +26,6 @@ from ramp_edge.recipe import Recipe
 logger = logging.getLogger(__name__)
 ProgressFn = Callable[[float, float, str], None]
 
-METHODS = ("uniform", "preset", "greedy", "knapsack", "sac")
 UNIFORM_TYPES = DEFAULT_CANDIDATES  # the same one-type-per-bit-width ladder
 TOLERANCE = 0.005  # final file within 0.5% under the budget when reachable
 

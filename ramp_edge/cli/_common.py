@@ -32,3 +32,16 @@ def human_bytes(n: float) -> str:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+def method_option(func):
+    """--method, shared by allocate and deploy (choices from ramp_edge.allocate.METHODS)."""
+    from ramp_edge.allocate import METHODS
+
+    return click.option(
+        "--method",
+        type=click.Choice(METHODS),
+        default="knapsack",
+        show_default=True,
+        help="Allocation method.",
+    )(func)

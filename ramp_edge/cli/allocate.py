@@ -6,7 +6,7 @@ from collections import Counter, defaultdict
 
 import click
 
-from ramp_edge.cli._common import emit_json, human_bytes, json_option, open_model
+from ramp_edge.cli._common import emit_json, human_bytes, json_option, method_option, open_model
 
 
 @click.command()
@@ -23,13 +23,7 @@ from ramp_edge.cli._common import emit_json, human_bytes, json_option, open_mode
     show_default=True,
     help="Device whose per-type speeds price the latency budget.",
 )
-@click.option(
-    "--method",
-    type=click.Choice(["knapsack", "greedy", "sac", "preset", "uniform"]),
-    default="knapsack",
-    show_default=True,
-    help="Allocation method.",
-)
+@method_option
 @click.option(
     "--policy",
     type=click.Path(exists=True, dir_okay=False),

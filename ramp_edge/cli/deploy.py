@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ramp_edge.cli._common import emit_json, human_bytes, json_option
+from ramp_edge.cli._common import emit_json, human_bytes, json_option, method_option
 
 
 @click.command()
@@ -21,13 +21,7 @@ from ramp_edge.cli._common import emit_json, human_bytes, json_option
     show_default=True,
     help="auto (from the device profile), bits per weight (4.5bpw) or bytes (300MB).",
 )
-@click.option(
-    "--method",
-    type=click.Choice(["knapsack", "greedy", "sac", "preset", "uniform"]),
-    default="knapsack",
-    show_default=True,
-    help="Allocation method.",
-)
+@method_option
 @click.option(
     "--policy", type=click.Path(exists=True, dir_okay=False), help="SAC policy for --method sac."
 )

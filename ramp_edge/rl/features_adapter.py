@@ -20,24 +20,13 @@ from typing import Any
 import numpy as np
 
 from ramp_edge import paths
+from ramp_edge.features.embed import N_FEATURES, ROLES  # noqa: F401 - N_FEATURES is re-exported for rl.env
 
 logger = logging.getLogger(__name__)
 
-N_FEATURES = 11
 ADAPTER_VERSION = 1
 _CLIP = 16.0
-_ROLES = (
-    "token_embd",
-    "attn_q",
-    "attn_k",
-    "attn_v",
-    "attn_output",
-    "ffn_gate",
-    "ffn_up",
-    "ffn_down",
-    "output",
-    "other",
-)
+_ROLES = ROLES  # one role list: the embedding's
 
 
 def _cache_file(source: Any) -> Path | None:
