@@ -62,7 +62,14 @@ def measure(source, recipe, model_path, chunks, imatrix, tmp, label) -> dict:
 
 
 def run_model(
-    model_ref: str, budgets: list[str], methods: list[str], chunks: int, imatrix_path: str | None
+    model_ref: str,
+    budgets: list[str],
+    methods: list[str],
+    chunks: int,
+    imatrix_path: str | None,
+    anchors_too: bool = True,
+    policies: dict[str, str] | None = None,
+    emit=None,
 ) -> dict:
     model = resolve(model_ref)
     source = open_source(model)
@@ -76,7 +83,7 @@ def run_model(
         anchor_specs = [(p, False) for p in PRESETS] + [(f"uniform:{u}", False) for u in UNIFORM]
         if imatrix is not None:
             anchor_specs += [(p, True) for p in ("Q4_0", "Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_NL")]
-        for spec, with_imat in anchor_specs:
+        for spec, with_imat in anchor_specs if anchors_too else []:
             try:
                 recipe = build(source, spec, has_imatrix=with_imat)
                 m = measure(
@@ -93,14 +100,20 @@ def run_model(
             }
             anchors.append(row)
             print(json.dumps(row), flush=True)
+            if emit:
+                emit(row)
+        runs = [(m, m, None) for m in methods]
+        runs += [(f"sac[{label}]", "sac", path) for label, path in (policies or {}).items()]
         for budget in budgets:
             b = parse_budget(budget)
-            for method in methods:
+            for label, method, policy in runs:
                 start = time.perf_counter()
                 try:
-                    recipe = allocate(source, b, method, imatrix=imatrix, imatrix_id=imatrix_path)
+                    recipe = allocate(
+                        source, b, method, policy=policy, imatrix=imatrix, imatrix_id=imatrix_path
+                    )
                 except (RampEdgeError, ImportError, FileNotFoundError) as err:
-                    print(f"skip {method}@{budget}: {err}", flush=True)
+                    print(f"skip {label}@{budget}: {err}", flush=True)
                     continue
                 search_s = time.perf_counter() - start
                 try:
@@ -113,14 +126,18 @@ def run_model(
                 row = {
                     "model": model_ref,
                     "kind": "allocation",
-                    "method": method,
+                    "method": label,
                     "budget": budget,
                     "target_bytes": b.target_bytes(source.info.n_params),
                     "search_s": round(search_s, 2),
                     **m,
                 }
+                if imatrix is not None and method in ("greedy", "knapsack", "sac"):
+                    row["method"] = label + " +imatrix"
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                if emit:
+                    emit(row)
     return {"anchors": anchors, "allocations": rows}
 
 
@@ -163,7 +180,7 @@ def write_report(doc: dict, out: Path) -> None:
             "| budget | method | bytes | bpw | PPL | mean KLD | search s | best anchor ≥ size | KLD vs it |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
-        for r in res["allocations"]:
+        for r in sorted(res["allocations"], key=lambda r: (r["target_bytes"], r["method"])):
             best = best_anchor_at_or_above(res["anchors"], r["size_bytes"])
             if best is None:
                 rel = "n/a"
@@ -229,6 +246,14 @@ def main() -> None:
     ap.add_argument(
         "--imatrix", default=None, help="imatrix GGUF for the +imatrix anchors and methods"
     )
+    ap.add_argument("--no-anchors", action="store_true", help="Skip the presets/uniform anchors.")
+    ap.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="Also allocate with this SAC policy, reported as sac[LABEL]; repeatable.",
+    )
     ap.add_argument("--out", default="bench")
     ap.add_argument("--report-only", action="store_true", help="Rewrite the .md/.png from the JSON.")
     args = ap.parse_args()
@@ -239,18 +264,40 @@ def main() -> None:
         write_report(doc, out)
         plot(doc, out)
         return
-    results = {}
+    # Results merge into the existing JSON: a row replaces the row of the same model, kind,
+    # method and budget, so models, methods and policies can be measured in separate runs.
+    path = out / "allocation.json"
+    doc = (
+        json.loads(path.read_text())
+        if path.exists()
+        else schema.wrap("ramp-edge/bench", {"benchmark": "allocation", "chunks": args.chunks})
+    )
+    doc.setdefault("results", {})
+    policies = dict(p.split("=", 1) for p in args.policy)
+
+    def emit(row: dict) -> None:
+        res = doc["results"].setdefault(row["model"], {"anchors": [], "allocations": []})
+        key = "anchors" if row["kind"] == "anchor" else "allocations"
+        same = ("kind", "method", "budget")
+        res[key] = [r for r in res[key] if any(r.get(k) != row.get(k) for k in same)] + [row]
+        tmp = path.with_suffix(".json.partial")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(path)
+
+    methods = [m for m in args.methods.split(",") if m]
     for model in args.model or ["smollm2-135m"]:
-        results[model] = run_model(
-            model, args.budgets.split(","), args.methods.split(","), args.chunks, args.imatrix
+        run_model(
+            model,
+            args.budgets.split(","),
+            methods,
+            args.chunks,
+            args.imatrix,
+            anchors_too=not args.no_anchors,
+            policies=policies,
+            emit=emit,
         )
-        doc = schema.wrap(
-            "ramp-edge/bench",
-            {"benchmark": "allocation", "chunks": args.chunks, "results": results},
-        )
-        (out / "allocation.json").write_text(json.dumps(doc, indent=2) + "\n")
-        write_report(doc, out)
-        plot(doc, out)
+    write_report(doc, out)
+    plot(doc, out)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,18 @@ from ramp_edge.cli._common import emit_json, json_option
     type=click.IntRange(0),
     help="Every N episodes, add the measured KLD of the exported file (0: off).",
 )
+@click.option(
+    "--demos/--no-demos",
+    default=True,
+    show_default=True,
+    help="Start from knapsack demonstrations (replay buffer, behaviour cloning) before SAC.",
+)
+@click.option(
+    "--calibrate/--no-calibrate",
+    default=True,
+    show_default=True,
+    help="Train on the KLD-calibrated error table that `allocate` uses (cached; ~1-2 min once).",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
     "--checkpoint-every",
@@ -59,6 +71,8 @@ def train(
     out: str,
     resume: str | None,
     kld_every: int,
+    demos: bool,
+    calibrate: bool,
     seed: int,
     checkpoint_every: int,
     as_json: bool,
@@ -68,6 +82,8 @@ def train(
     Each episode walks one model's quantizable tensors at a budget drawn from
     --budget; the reward is the measured per-tensor error (the sensitivity table,
     cached per model) with an asymmetric budget penalty and a cliff past the budget.
+    Training starts from the knapsack's allocations (behaviour cloning, then SAC
+    fine-tuning); the best policy of the periodic evaluations is saved.
     The policy generalises to other models: apply it with
     `ramp-edge allocate MODEL --method sac --policy policy.zip`.
     Needs the rl extra: pip install 'ramp-edge[rl]'.
@@ -82,6 +98,7 @@ def train(
     require("gymnasium", "rl")
     require("stable_baselines3", "rl")
     from ramp_edge.allocate.budget import parse_budget
+    from ramp_edge.allocate.sensitivity import calibrate as calibrate_table
     from ramp_edge.allocate.sensitivity import measure_sensitivity
     from ramp_edge.cli._common import open_model
     from ramp_edge.rl import sac
@@ -100,6 +117,9 @@ def train(
         source = open_model(ref)
         with progress(f"Sensitivity {ref}") as bar:
             table = measure_sensitivity(source, progress=bar)
+            # The same error table `allocate` gives the knapsack: per-role KLD-calibrated.
+            if calibrate and getattr(source.model, "kind", "gguf") == "gguf":
+                table = calibrate_table(source, table, progress=bar)
         tasks.append(make_task(source, table))
         if kld_every and quality is None:
             if len(models) > 1:
@@ -117,6 +137,7 @@ def train(
             progress=bar,
             true_quality=quality,
             true_every=kld_every,
+            demos=demos,
         )
     if as_json:
         emit_json(result.to_dict())

@@ -50,7 +50,7 @@ SAC_KWARGS: dict[str, Any] = {
     "tau": 0.01,
     "train_freq": 1,
     "gradient_steps": 1,
-    "ent_coef": "auto",
+    "ent_coef": "auto_0.001",
     "policy_kwargs": {"net_arch": [64, 64]},
 }
 
@@ -198,6 +198,7 @@ def train(
     true_every: int = 0,
     checkpoint_every: int = 5_000,
     progress: ProgressFn | None = None,
+    demos: bool = True,
 ) -> TrainResult:
     """Train (or continue training) a policy and save it to `out`.
 
@@ -209,6 +210,9 @@ def train(
         resume: a policy/checkpoint zip to continue from (its optimiser state included).
         true_quality, true_every: optional measured quality at episode end (see AllocationEnv).
         progress: callback(done_steps, total_steps, description).
+        demos: start from knapsack demonstrations (`ramp_edge.rl.demos`): replay buffer,
+            behaviour cloning and a critic warm-up before SAC; the best policy seen by the
+            periodic deterministic evaluation is the one saved.
     """
     import torch
 
@@ -234,9 +238,12 @@ def train(
             seed=seed,
             device="cpu",
             verbose=0,
-            learning_starts=min(256, max(1, steps // 4)),
+            learning_starts=0 if demos else min(256, max(1, steps // 4)),
             **SAC_KWARGS,
         )
+    warm: dict[str, Any] = {}
+    if demos and resume is None:
+        warm = _warm_start(model, tasks, budgets_bpw, seed, progress)
     meta: dict[str, Any] = {
         "format": POLICY_FORMAT,
         "kind": "ramp-edge/policy",
@@ -250,11 +257,17 @@ def train(
         "seed": seed,
         "system": system_info(),
     }
+    if warm:
+        meta["demonstrations"] = warm
     ckpt = out.with_name(out.stem + ".ckpt.zip")
     cb = _Callback(steps, progress, ckpt, checkpoint_every, meta)
+    best = _KeepBest(tasks, budgets_bpw, config, every=max(1000, steps // 10))
     start = time.perf_counter()
-    model.learn(total_timesteps=steps, callback=cb, reset_num_timesteps=resume is None)
+    model.learn(
+        total_timesteps=steps, callback=[cb, best], reset_num_timesteps=resume is None
+    )
     seconds = time.perf_counter() - start
+    meta["evaluation"] = best.restore(model)
     meta["train_seconds"] = round(seconds, 2)
     save_policy(model, out, meta)
     last = cb.episodes[-20:]
@@ -271,6 +284,104 @@ def train(
         float(np.mean([e["err_ratio"] for e in last])) if last else float("nan"),
         meta,
     )
+
+
+def evaluate(
+    model: SAC,
+    tasks: Sequence[ModelTask],
+    budgets_bpw: Sequence[float],
+    config: rw.RewardConfig = rw.DEFAULT_CONFIG,
+) -> float:
+    """Mean deterministic episode return over every task and budget (higher is better)."""
+    returns = []
+    for task in tasks:
+        for bpw in budgets_bpw:
+            cap = int(min(max(task.capacity_for_bpw(bpw), task.min_bytes * 1.01), task.max_bytes))
+            env = AllocationEnv([task], capacity=cap, config=config)
+            obs, _ = env.reset(seed=0)
+            total, done = 0.0, False
+            while not done:
+                action, _ = model.predict(obs, deterministic=True)
+                obs, r, done, _, _ = env.step(action)
+                total += r
+            returns.append(total)
+    return float(np.mean(returns))
+
+
+class _KeepBest(BaseCallback):
+    """Evaluates the deterministic policy every `every` steps and remembers the best weights."""
+
+    def __init__(self, tasks, budgets_bpw, config, every: int):
+        super().__init__()
+        self.tasks, self.budgets, self.config, self.every = tasks, budgets_bpw, config, every
+        self.best_return = -np.inf
+        self.best_step = 0
+        self.best_state: dict[str, Any] | None = None
+        self.history: list[tuple[int, float]] = []
+
+    def _check(self) -> None:
+        import copy
+
+        ret = evaluate(self.model, self.tasks, self.budgets, self.config)
+        self.history.append((int(self.model.num_timesteps), round(ret, 4)))
+        if ret > self.best_return:
+            self.best_return, self.best_step = ret, int(self.model.num_timesteps)
+            self.best_state = copy.deepcopy(self.model.policy.state_dict())
+
+    def _on_training_start(self) -> None:
+        self._check()
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.every == 0:
+            self._check()
+        return True
+
+    def restore(self, model: SAC) -> dict[str, Any]:
+        """Load the best weights into `model`; returns the evaluation record for the metadata."""
+        self._check()
+        if self.best_state is not None:
+            model.policy.load_state_dict(self.best_state)
+        return {
+            "best_return": round(float(self.best_return), 4),
+            "best_step": self.best_step,
+            "history": self.history,
+        }
+
+
+def _warm_start(
+    model: SAC,
+    tasks: Sequence[ModelTask],
+    budgets_bpw: Sequence[float],
+    seed: int,
+    progress: ProgressFn | None,
+    critic_steps: int = 3000,
+) -> dict[str, Any]:
+    """Knapsack demonstrations -> replay buffer, behaviour cloning, critic warm-up."""
+    from stable_baselines3.common.logger import configure
+
+    from ramp_edge.rl import demos as dm
+
+    if progress:
+        progress(0, 1, "SAC: knapsack demonstrations")
+    d = dm.knapsack_demonstrations(tasks, budgets_bpw)
+    dm.fill_replay_buffer(model, d)
+    mse = dm.behaviour_clone(model, d, seed=seed)
+    if progress:
+        progress(0, 1, "SAC: critic warm-up")
+    # The critic learns Q of the cloned policy first; the actor's weights are put back after,
+    # or its first updates would follow an untrained critic away from the demonstrations.
+    import copy
+
+    model.set_logger(configure(None, []))
+    cloned = copy.deepcopy(model.actor.state_dict())
+    model.train(gradient_steps=critic_steps, batch_size=model.batch_size)
+    model.actor.load_state_dict(cloned)
+    return {
+        "transitions": len(d),
+        "episodes": len(d.episode_errors),
+        "bc_mse": round(mse, 6),
+        "critic_warmup_steps": critic_steps,
+    }
 
 
 def kld_quality(
