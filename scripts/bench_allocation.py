@@ -67,7 +67,7 @@ def run_model(
     methods: list[str],
     chunks: int,
     imatrix_path: str | None,
-    anchors_too: bool = True,
+    anchor_set: str = "all",
     policies: dict[str, str] | None = None,
     emit=None,
 ) -> dict:
@@ -83,7 +83,8 @@ def run_model(
         anchor_specs = [(p, False) for p in PRESETS] + [(f"uniform:{u}", False) for u in UNIFORM]
         if imatrix is not None:
             anchor_specs += [(p, True) for p in ("Q4_0", "Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_NL")]
-        for spec, with_imat in anchor_specs if anchors_too else []:
+        wanted = {"all": anchor_specs, "none": [], "imatrix": [a for a in anchor_specs if a[1]]}
+        for spec, with_imat in wanted[anchor_set]:
             try:
                 recipe = build(source, spec, has_imatrix=with_imat)
                 m = measure(
@@ -114,6 +115,9 @@ def run_model(
                     )
                 except (RampEdgeError, ImportError, FileNotFoundError) as err:
                     print(f"skip {label}@{budget}: {err}", flush=True)
+                    if emit:  # a row from an earlier run no longer holds
+                        emit({"model": model_ref, "kind": "allocation", "method": label,
+                              "budget": budget, "skipped": str(err)})
                     continue
                 search_s = time.perf_counter() - start
                 try:
@@ -246,7 +250,12 @@ def main() -> None:
     ap.add_argument(
         "--imatrix", default=None, help="imatrix GGUF for the +imatrix anchors and methods"
     )
-    ap.add_argument("--no-anchors", action="store_true", help="Skip the presets/uniform anchors.")
+    ap.add_argument(
+        "--anchors",
+        choices=("all", "none", "imatrix"),
+        default="all",
+        help="Which presets/uniform anchors to measure (imatrix: only the +imatrix ones).",
+    )
     ap.add_argument(
         "--policy",
         action="append",
@@ -279,7 +288,9 @@ def main() -> None:
         res = doc["results"].setdefault(row["model"], {"anchors": [], "allocations": []})
         key = "anchors" if row["kind"] == "anchor" else "allocations"
         same = ("kind", "method", "budget")
-        res[key] = [r for r in res[key] if any(r.get(k) != row.get(k) for k in same)] + [row]
+        res[key] = [r for r in res[key] if any(r.get(k) != row.get(k) for k in same)]
+        if "skipped" not in row:
+            res[key].append(row)
         tmp = path.with_suffix(".json.partial")
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
         tmp.replace(path)
@@ -292,7 +303,7 @@ def main() -> None:
             methods,
             args.chunks,
             args.imatrix,
-            anchors_too=not args.no_anchors,
+            anchor_set=args.anchors,
             policies=policies,
             emit=emit,
         )

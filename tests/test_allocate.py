@@ -151,3 +151,20 @@ def test_latency_budget_is_met_and_infeasible_is_clear(invoke, smollm2):
     assert result.exit_code == 4 and "fastest" in result.stderr
     both = invoke(["allocate", "smollm2-135m", "--budget", "4bpw", "--max-ms-per-token", "9"])
     assert both.exit_code == 2
+
+
+def test_preset_method_skips_presets_llama_quantize_refuses_without_imatrix(smollm2):
+    """IQ1_M fits 5.0bpw on SmolLM2 but llama-quantize refuses it without an imatrix."""
+    from ramp_edge.allocate.api import allocate
+    from ramp_edge.allocate.budget import parse_budget
+    from ramp_edge.models import resolve
+    from ramp_edge.quant.presets import NEEDS_IMATRIX
+    from ramp_edge.source import open_source
+
+    from ramp_edge.errors import BudgetError
+
+    source = open_source(resolve(str(smollm2)))
+    with pytest.raises(BudgetError, match="no preset fits"):  # only IQ1_M (82.9 MB) would
+        allocate(source, parse_budget("5.0bpw"), "preset")
+    recipe = allocate(source, parse_budget("5.5bpw"), "preset")
+    assert recipe.method.split(":")[1] not in NEEDS_IMATRIX

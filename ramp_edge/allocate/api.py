@@ -20,7 +20,7 @@ from ramp_edge.allocate.sensitivity import (
 from ramp_edge.errors import BudgetError, ConfigError
 from ramp_edge.quant.catalogue import CATALOGUE
 from ramp_edge.quant.export import plan_export
-from ramp_edge.quant.presets import PRESETS
+from ramp_edge.quant.presets import NEEDS_IMATRIX, PRESETS
 from ramp_edge.recipe import Recipe
 
 logger = logging.getLogger(__name__)
@@ -35,13 +35,15 @@ def _recipe_from_types(source, types: Mapping[str, str], method: str, budget: Bu
     return Recipe(source.model.model_id, allocation, method, str(budget))
 
 
-def _largest_fitting(source, specs: list[str], budget: Budget, method: str) -> Recipe:
+def _largest_fitting(
+    source, specs: list[str], budget: Budget, method: str, has_imatrix: bool = False
+) -> Recipe:
     target = budget.target_bytes(source.info.n_params)
     best: tuple[int, Recipe] | None = None
     for spec in specs:
         try:
-            r = recipes.build(source, spec)
-            if any(CATALOGUE[q].needs_imatrix for _, q in r.allocation):
+            r = recipes.build(source, spec, has_imatrix=has_imatrix)
+            if not has_imatrix and any(CATALOGUE[q].needs_imatrix for _, q in r.allocation):
                 continue  # would need an importance matrix
             size = plan_export(source, r).size_bytes
         except ConfigError:
@@ -105,9 +107,12 @@ def allocate(
     if method == "uniform":
         return _largest_fitting(source, [f"uniform:{t}" for t in UNIFORM_TYPES], budget, method)
     if method == "preset":
-        return _largest_fitting(
-            source, [p for p in PRESETS if p not in ("F32", "BF16")], budget, method
-        )
+        usable = [
+            p
+            for p in PRESETS
+            if p not in ("F32", "BF16") and (imatrix is not None or p not in NEEDS_IMATRIX)
+        ]
+        return _largest_fitting(source, usable, budget, method, imatrix is not None)
     table = measure_sensitivity(source, imatrix=imatrix, imatrix_id=imatrix_id, progress=progress)
     if calibrate_roles and getattr(source.model, "kind", "gguf") == "gguf":
         table = calibrate(source, table, progress=progress)

@@ -61,6 +61,10 @@ _PRESETS = [
     ("NVFP4", 39, "NVFP4"),
 ]
 PRESETS: dict[str, Preset] = {name: Preset(name, ftype, base) for name, ftype, base in _PRESETS}
+# Presets llama-quantize refuses without an importance matrix ("Please do not use IQ1_S, IQ1_M,
+# IQ2_S, IQ2_XXS, IQ2_XS or Q2_K_S quantization without an importance matrix"): without one
+# they are unusable (IQ1_M on SmolLM2-135M: perplexity 3232 against 23 at the same size).
+NEEDS_IMATRIX: frozenset[str] = frozenset({"IQ1_S", "IQ1_M", "IQ2_S", "IQ2_XXS", "IQ2_XS", "Q2_K_S"})
 FTYPE_NAMES: dict[int, str] = {p.ftype: p.name for p in PRESETS.values()}
 
 # Categories as in tensor_get_category (substring tests, first match wins).

@@ -99,13 +99,17 @@ class ModelTask:
 
 
 def make_task(
-    source: Any, table: Any, features: np.ndarray | None = None, header_bytes: int | None = None
+    source: Any,
+    table: Any,
+    features: np.ndarray | None = None,
+    header_bytes: int | None = None,
+    activations: bool = True,
 ) -> ModelTask:
     """A ModelTask from an opened model and its SensitivityTable."""
     from ramp_edge.rl.features_adapter import tensor_features
 
     if features is None:
-        features = tensor_features(source, table)
+        features = tensor_features(source, table, activations=activations)
     if header_bytes is None:
         header_bytes = _header_bytes(source)
     options = []

@@ -35,7 +35,9 @@ logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, float, str], None]
 META_MEMBER = "ramp_edge.json"
-POLICY_FORMAT = 1
+# Format 2: the observation's activation features come from calibration statistics (format-1
+# policies were trained with them at 0 and are applied that way).
+POLICY_FORMAT = 2
 DEFAULT_BUDGETS_BPW = (3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5)
 
 # SAC settings. Small networks: 14 inputs, 1 output; [64, 64] keeps policy.zip ~100 kB and
@@ -248,6 +250,7 @@ def train(
         "format": POLICY_FORMAT,
         "kind": "ramp-edge/policy",
         "obs_dim": OBS_DIM,
+        "features": "layer embedding with activation statistics",
         "bpw_range": [BPW_LO, BPW_HI],
         "action": {"kind": "residual-bpw", "span_bpw": SPAN_BPW},
         "reward": config.to_dict(),
@@ -458,7 +461,7 @@ def apply_policy(source: Any, table: Any, budget: Any, policy_path: str | Path) 
 
     start = time.perf_counter()
     model, meta = load_policy(policy_path)
-    task = make_task(source, table)
+    task = make_task(source, table, activations=int(meta.get("format", 1)) >= 2)
     target = budget.target_bytes(source.info.n_params)
     capacity = max(min(target - task.fixed_bytes, task.max_bytes), task.min_bytes)
     types = rollout(model, task, capacity)
