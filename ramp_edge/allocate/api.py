@@ -115,7 +115,9 @@ def allocate(
         return _largest_fitting(source, usable, budget, method, imatrix is not None)
     table = measure_sensitivity(source, imatrix=imatrix, imatrix_id=imatrix_id, progress=progress)
     if calibrate_roles and getattr(source.model, "kind", "gguf") == "gguf":
-        table = calibrate(source, table, progress=progress)
+        table = calibrate(
+            source, table, progress=progress, imatrix=imatrix, imatrix_id=imatrix_id
+        )
     target = budget.target_bytes(source.info.n_params)
     capacity = target - 4096 - table.fixed_bytes  # refined by fit_to_budget with the exact header
     if method == "greedy":

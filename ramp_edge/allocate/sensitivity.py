@@ -180,8 +180,13 @@ def calibrate(
     probe_type: str = "Q4_0",
     n_chunks: int = 2,
     progress: ProgressFn | None = None,
+    imatrix: Mapping[str, np.ndarray] | None = None,
+    imatrix_id: str | None = None,
 ) -> SensitivityTable:
     """Turn relative weight errors into KLD units with one real measurement per tensor role.
+
+    With an importance matrix (the table was measured with it), the probes are exported with
+    it too and cached under its id: imatrix-weighted errors have their own scale.
 
     For each role (attn_q, ffn_down, token_embd, ...) we export the model with only that role's
     tensors at `probe_type` (the rest keep the source bytes, i.e. zero error), measure the real
@@ -196,7 +201,8 @@ def calibrate(
     from ramp_edge.quant.presets import category
     from ramp_edge.recipe import Recipe
 
-    key = _cache_key(source, [probe_type, str(n_chunks), table.model_id], "calibration")
+    label = "calibration" if imatrix is None else f"calibration+{imatrix_id or 'imatrix'}"
+    key = _cache_key(source, [probe_type, str(n_chunks), table.model_id], label)
     cache = paths.cache_dir("sensitivity") / f"{key}-roles.json"
     if cache.exists():
         coefs = json.loads(cache.read_text())
@@ -224,7 +230,9 @@ def calibrate(
                     continue
                 allocation = tuple((s.name, probe.get(s.name, s.source_type)) for s in source.specs)
                 path = Path(tmp) / f"{role}.gguf"
-                export_model(source, Recipe(table.model_id, allocation, "probe"), path)
+                export_model(
+                    source, Recipe(table.model_id, allocation, "probe"), path, imatrix=imatrix
+                )
                 kld = kl_divergence(path, source.path, n_chunks=n_chunks)
                 coefs[role] = max(kld.mean_kld, 1e-9) / err
                 path.unlink()

@@ -479,6 +479,8 @@ def apply_policy(source: Any, table: Any, budget: Any, policy_path: str | Path) 
             "policy_models": meta.get("models", []),
             "policy_steps": meta.get("steps"),
             "policy_bytes_before_repair": int(policy_bytes),
+            # the policy's own choice against the bytes it had: > 1 means repair had to shrink
+            "policy_size_ratio": round(policy_bytes / capacity, 4),
             "repaired_tensors": changed,
             "seconds": round(time.perf_counter() - start, 3),
         }
