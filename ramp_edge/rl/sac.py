@@ -462,6 +462,7 @@ def apply_policy(source: Any, table: Any, budget: Any, policy_path: str | Path) 
     start = time.perf_counter()
     model, meta = load_policy(policy_path)
     task = make_task(source, table, activations=int(meta.get("format", 1)) >= 2)
+    features_done = time.perf_counter()  # calibration statistics + embedding (cached per model)
     target = budget.target_bytes(source.info.n_params)
     capacity = max(min(target - task.fixed_bytes, task.max_bytes), task.min_bytes)
     types = rollout(model, task, capacity)
@@ -483,6 +484,8 @@ def apply_policy(source: Any, table: Any, budget: Any, policy_path: str | Path) 
             "policy_size_ratio": round(policy_bytes / capacity, 4),
             "repaired_tensors": changed,
             "seconds": round(time.perf_counter() - start, 3),
+            "features_seconds": round(features_done - start, 3),
+            "policy_seconds": round(time.perf_counter() - features_done, 3),
         }
     )
     return Recipe(recipe.model_id, recipe.allocation, "sac", recipe.budget, notes)
