@@ -1,10 +1,13 @@
 """Budgeted allocation over a SensitivityTable: multiple-choice knapsack, greedy, repair.
 
 `allocate_knapsack` solves the multiple-choice knapsack (minimise the summed error subject to
-total bytes) by Lagrangian relaxation: for a price lambda each tensor independently takes
-argmin(error + lambda * bytes); bisection on lambda finds the cheapest price that fits, which
-is optimal on the convex hull of each tensor's (bytes, error) options; the bytes left are then
-spent by greedy upgrades. `allocate_greedy` is the plain marginal-gain baseline.
+total bytes) two ways and keeps the better: (1) dynamic programming over bytes in units of
+capacity / 2^17 (weights rounded up, so the result always fits; exact up to that rounding,
+which the final greedy upgrades spend back), and (2) Lagrangian relaxation: for a price lambda
+each tensor independently takes argmin(error + lambda * bytes); bisection on lambda finds the
+cheapest price that fits, optimal on the convex hull of each tensor's (bytes, error) options.
+The relaxation alone misses non-hull options: on Gemma-3-270M at 5.5 bpw the DP's summed error
+is 57% lower. `allocate_greedy` is the plain marginal-gain baseline.
 `repair` makes any allocation meet the budget (at or under, within 0.5% when reachable).
 """
 
@@ -105,12 +108,54 @@ def min_max_bytes(table: SensitivityTable) -> tuple[int, int]:
     return lo, hi
 
 
+DP_CELLS = 1 << 17  # DP resolution: capacity / 2^17 bytes (~1 kB on SmolLM2-135M)
+
+
+def _dynamic_programming(table: SensitivityTable, capacity: int) -> Choice:
+    """Exact multiple-choice knapsack on bytes rounded up to `capacity / DP_CELLS` units."""
+    import numpy as np
+
+    unit = max(1, -(-capacity // DP_CELLS))
+    cells = capacity // unit
+    best = np.zeros(cells + 1)  # best[c]: least summed error with weights <= c units
+    picks = []
+    for t in table.tensors:
+        new = np.full(cells + 1, np.inf)
+        arg = np.full(cells + 1, -1, dtype=np.int16)
+        for i, (_, nbytes, err) in enumerate(t.options):
+            w = -(-_pad(nbytes) // unit)
+            if w > cells:
+                continue
+            cand = np.full(cells + 1, np.inf)
+            cand[w:] = best[: cells + 1 - w] + err
+            better = cand < new
+            new[better] = cand[better]
+            arg[better] = i
+        best = new
+        picks.append(arg)
+    c = cells
+    choice: Choice = {}
+    for t, arg in zip(reversed(table.tensors), reversed(picks), strict=True):
+        i = int(arg[c])
+        choice[t.name] = i
+        c -= -(-_pad(t.options[i][1]) // unit)
+    return choice
+
+
 def allocate_knapsack(table: SensitivityTable, capacity: int) -> Choice:
     lo_bytes, _ = min_max_bytes(table)
     if capacity < lo_bytes:
         raise BudgetError(
             f"budget leaves {capacity:,} bytes for weights; the smallest allocation needs {lo_bytes:,}"
         )
+    relaxed = _lagrangian_fit(table, capacity)
+    if not table.tensors:
+        return relaxed
+    exact = fill(table, _dynamic_programming(table, capacity), capacity)
+    return min((exact, relaxed), key=lambda c: (choice_error(table, c), choice_bytes(table, c)))
+
+
+def _lagrangian_fit(table: SensitivityTable, capacity: int) -> Choice:
     lo, hi = 0.0, 1.0
     while choice_bytes(table, _lagrangian(table, hi)) > capacity:
         hi *= 4

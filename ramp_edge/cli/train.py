@@ -19,13 +19,13 @@ from ramp_edge.cli._common import emit_json, json_option
     "--budget",
     "budgets",
     multiple=True,
-    default=("4.0bpw", "4.6bpw", "5.2bpw", "6.0bpw"),
+    default=("4.2bpw", "4.6bpw", "5.0bpw", "5.5bpw", "6.0bpw", "7.0bpw"),
     show_default=True,
     help="Budget in bits per weight; repeat to sample several per episode.",
 )
 @click.option(
     "--steps",
-    default=20_000,
+    default=10_000,
     show_default=True,
     type=click.IntRange(1, 10**8),
     help="Environment steps (one step = one tensor).",
