@@ -34,6 +34,16 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+def calibrate_option(func):
+    """--calibrate/--no-calibrate, shared by allocate and train: the same error table for both."""
+    return click.option(
+        "--calibrate/--no-calibrate",
+        default=True,
+        show_default=True,
+        help="Scale the error table with one real KLD probe per tensor role (cached; ~1-2 min once).",
+    )(func)
+
+
 def method_option(func):
     """--method, shared by allocate and deploy (choices from ramp_edge.allocate.METHODS)."""
     from ramp_edge.allocate import METHODS

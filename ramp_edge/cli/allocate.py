@@ -6,7 +6,14 @@ from collections import Counter, defaultdict
 
 import click
 
-from ramp_edge.cli._common import emit_json, human_bytes, json_option, method_option, open_model
+from ramp_edge.cli._common import (
+    calibrate_option,
+    emit_json,
+    human_bytes,
+    json_option,
+    method_option,
+    open_model,
+)
 
 
 @click.command()
@@ -40,12 +47,7 @@ from ramp_edge.cli._common import emit_json, human_bytes, json_option, method_op
     type=click.Path(dir_okay=False),
     help="Also write llama-quantize's --tensor-type-file.",
 )
-@click.option(
-    "--calibrate/--no-calibrate",
-    default=True,
-    show_default=True,
-    help="Scale the error table with one real KLD probe per tensor role (cached; ~1-2 min once).",
-)
+@calibrate_option
 @json_option
 def allocate(
     model: str,

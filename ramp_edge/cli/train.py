@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ramp_edge.cli._common import emit_json, json_option
+from ramp_edge.cli._common import calibrate_option, emit_json, json_option
 
 
 @click.command("train")
@@ -49,12 +49,7 @@ from ramp_edge.cli._common import emit_json, json_option
     show_default=True,
     help="Start from knapsack demonstrations (replay buffer, behaviour cloning) before SAC.",
 )
-@click.option(
-    "--calibrate/--no-calibrate",
-    default=True,
-    show_default=True,
-    help="Train on the KLD-calibrated error table that `allocate` uses (cached; ~1-2 min once).",
-)
+@calibrate_option
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
     "--checkpoint-every",
