@@ -311,6 +311,48 @@ def _transfer_section(doc: dict) -> list[str]:
     return lines + [""] if any_row else []
 
 
+def _policies_section(out: Path) -> list[str]:
+    """How each SAC policy in the table was trained, from the metadata inside its zip."""
+    import zipfile
+
+    from ramp_edge import paths
+
+    found = [("sac", paths.data_dir() / "policies" / "default-smollm2.zip")]
+    found += [
+        (f"sac[{p.stem.removeprefix('sac-')}]", p)
+        for p in sorted((out / "policies").glob("*.zip"))
+        if not p.name.endswith(".ckpt.zip")
+    ]
+    lines = [
+        "## SAC policies",
+        "",
+        "Training: knapsack demonstrations (the DP optimum of each training model at budgets "
+        "every 0.1 bpw) fill the replay buffer, the actor is behaviour-cloned on them, the "
+        "critic warms up, then SAC fine-tunes on the reward; the policy kept is the best of "
+        "periodic deterministic evaluations (mean episode return over the training budgets; "
+        "step 0 = the cloned policy).",
+        "",
+        "| policy | trained on | budgets (bpw) | SAC steps | demo transitions | BC mse | "
+        "return at step 0 | best return | at step |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, path in found:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                meta = json.loads(zf.read("ramp_edge.json"))
+        except (OSError, KeyError, zipfile.BadZipFile):
+            continue
+        demo, ev = meta.get("demonstrations", {}), meta.get("evaluation", {})
+        hist = ev.get("history") or [[0, float("nan")]]
+        lines.append(
+            f"| {label} | {', '.join(meta.get('models', []))} | "
+            f"{', '.join(str(b) for b in meta.get('budgets_bpw', []))} | {meta.get('steps')} | "
+            f"{demo.get('transitions', '-')} | {demo.get('bc_mse', '-')} | {hist[0][1]} | "
+            f"{ev.get('best_return', '-')} | {ev.get('best_step', '-')} |"
+        )
+    return lines + [""]
+
+
 def write_report(doc: dict, out: Path) -> None:
     lines = [
         "# Allocation benchmark",
@@ -323,6 +365,7 @@ def write_report(doc: dict, out: Path) -> None:
     for model, res in doc["results"].items():
         lines += _model_sections(model, res)
     lines += _transfer_section(doc)
+    lines += _policies_section(out)
     (out / "allocation.md").write_text("\n".join(lines) + "\n")
 
 

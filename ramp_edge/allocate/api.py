@@ -119,7 +119,11 @@ def allocate(
             source, table, progress=progress, imatrix=imatrix, imatrix_id=imatrix_id
         )
     target = budget.target_bytes(source.info.n_params)
-    capacity = target - 4096 - table.fixed_bytes  # refined by fit_to_budget with the exact header
+    # The header (metadata + tensor infos) does not depend on the types chosen: plan it once so
+    # the search gets the exact capacity. A guess would be repaired by fit_to_budget's greedy
+    # shrink instead, which undoes the optimum: Gemma-3's 262k-token vocabulary alone is MBs.
+    header = plan_export(source, _recipe_from_types(source, {}, method, budget)).header_bytes
+    capacity = ks.capacity_for(table, target, header)
     if method == "greedy":
         lo, _ = ks.min_max_bytes(table)
         choice = ks.allocate_greedy(table, max(capacity, lo))
