@@ -120,8 +120,15 @@ def run_model(
                 except (RampEdgeError, ImportError, FileNotFoundError) as err:
                     print(f"skip {label}@{budget}: {err}", flush=True)
                     if emit:  # a row from an earlier run no longer holds
-                        emit({"model": model_ref, "kind": "allocation", "method": label,
-                              "budget": budget, "skipped": str(err)})
+                        emit(
+                            {
+                                "model": model_ref,
+                                "kind": "allocation",
+                                "method": label,
+                                "budget": budget,
+                                "skipped": str(err),
+                            }
+                        )
                     continue
                 search_s = time.perf_counter() - start
                 try:
@@ -231,7 +238,8 @@ def _model_sections(model: str, res: dict) -> list[str]:
         f"of equal or larger size (size class: up to {100 * (SIZE_CLASS - 1):.0f}% larger, "
         "or the nearest larger anchor).",
         "",
-        "| budget | ours (best) | bytes | mean KLD | yardstick | its bytes | its KLD | KLD vs it | met |",
+        "| budget | ours (best) | bytes | mean KLD | yardstick | its bytes | its KLD "
+        "| KLD vs it | met |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     met = total = 0
@@ -432,7 +440,9 @@ def main() -> None:
         help="Also allocate with this SAC policy, reported as sac[LABEL]; repeatable.",
     )
     ap.add_argument("--out", default="bench")
-    ap.add_argument("--report-only", action="store_true", help="Rewrite the .md/.png from the JSON.")
+    ap.add_argument(
+        "--report-only", action="store_true", help="Rewrite the .md/.png from the JSON."
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(exist_ok=True)

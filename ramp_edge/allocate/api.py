@@ -115,9 +115,7 @@ def allocate(
         return _largest_fitting(source, usable, budget, method, imatrix is not None)
     table = measure_sensitivity(source, imatrix=imatrix, imatrix_id=imatrix_id, progress=progress)
     if calibrate_roles and getattr(source.model, "kind", "gguf") == "gguf":
-        table = calibrate(
-            source, table, progress=progress, imatrix=imatrix, imatrix_id=imatrix_id
-        )
+        table = calibrate(source, table, progress=progress, imatrix=imatrix, imatrix_id=imatrix_id)
     target = budget.target_bytes(source.info.n_params)
     # The header (metadata + tensor infos) does not depend on the types chosen: plan it once so
     # the search gets the exact capacity. A guess would be repaired by fit_to_budget's greedy

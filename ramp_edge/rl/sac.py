@@ -266,9 +266,7 @@ def train(
     cb = _Callback(steps, progress, ckpt, checkpoint_every, meta)
     best = _KeepBest(tasks, budgets_bpw, config, every=max(1000, steps // 10))
     start = time.perf_counter()
-    model.learn(
-        total_timesteps=steps, callback=[cb, best], reset_num_timesteps=resume is None
-    )
+    model.learn(total_timesteps=steps, callback=[cb, best], reset_num_timesteps=resume is None)
     seconds = time.perf_counter() - start
     meta["evaluation"] = best.restore(model)
     meta["train_seconds"] = round(seconds, 2)

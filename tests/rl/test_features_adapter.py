@@ -1,4 +1,4 @@
-"""The policy's observation carries activation statistics (format-2 policies) or zeros (format 1)."""
+"""The policy observation: activation statistics (format-2 policies) or zeros (format 1)."""
 
 from __future__ import annotations
 
