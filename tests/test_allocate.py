@@ -55,9 +55,9 @@ def test_knapsack_is_optimal_on_small_random_tables():
         cap = rng.randrange(ks.min_max_bytes(table)[0], ks.min_max_bytes(table)[1] + 1)
         best = min(
             (
-                sum(t.options[i][2] for t, i in zip(tensors, combo))
+                sum(t.options[i][2] for t, i in zip(tensors, combo, strict=True))
                 for combo in itertools.product(range(3), repeat=5)
-                if sum(ks._pad(t.options[i][1]) for t, i in zip(tensors, combo)) <= cap
+                if sum(ks._pad(t.options[i][1]) for t, i in zip(tensors, combo, strict=True)) <= cap
             ),
         )
         got = ks.choice_error(table, ks.allocate_knapsack(table, cap))
@@ -154,18 +154,17 @@ def test_latency_budget_is_met_and_infeasible_is_clear(invoke, smollm2):
     assert both.exit_code == 2
 
 
-def test_preset_method_skips_presets_llama_quantize_refuses_without_imatrix(smollm2):
-    """IQ1_M fits 5.0bpw on SmolLM2 but llama-quantize refuses it without an imatrix."""
-    from ramp_edge.allocate.api import allocate
-    from ramp_edge.allocate.budget import parse_budget
+def test_preset_method_skips_presets_unusable_without_imatrix(smollm2):
+    """IQ1_M (82.9 MB) and IQ2_M (85.6 MB) fit 5.0/5.2bpw on SmolLM2 but are unusable (KLD > 1)
+    without an importance matrix; llama-quantize refuses IQ1_M outright."""
+    from ramp_edge.errors import BudgetError
     from ramp_edge.models import resolve
-    from ramp_edge.quant.presets import NEEDS_IMATRIX
+    from ramp_edge.quant.presets import IMATRIX_ADVISED
     from ramp_edge.source import open_source
 
-    from ramp_edge.errors import BudgetError
-
     source = open_source(resolve(str(smollm2)))
-    with pytest.raises(BudgetError, match="no preset fits"):  # only IQ1_M (82.9 MB) would
-        allocate(source, parse_budget("5.0bpw"), "preset")
+    for budget in ("5.0bpw", "5.2bpw"):
+        with pytest.raises(BudgetError, match="no preset fits"):
+            allocate(source, parse_budget(budget), "preset")
     recipe = allocate(source, parse_budget("5.5bpw"), "preset")
-    assert recipe.method.split(":")[1] not in NEEDS_IMATRIX
+    assert recipe.method.split(":")[1] not in IMATRIX_ADVISED

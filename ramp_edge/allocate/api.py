@@ -20,7 +20,7 @@ from ramp_edge.allocate.sensitivity import (
 from ramp_edge.errors import BudgetError, ConfigError
 from ramp_edge.quant.catalogue import CATALOGUE
 from ramp_edge.quant.export import plan_export
-from ramp_edge.quant.presets import NEEDS_IMATRIX, PRESETS
+from ramp_edge.quant.presets import IMATRIX_ADVISED, PRESETS
 from ramp_edge.recipe import Recipe
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def allocate(
         usable = [
             p
             for p in PRESETS
-            if p not in ("F32", "BF16") and (imatrix is not None or p not in NEEDS_IMATRIX)
+            if p not in ("F32", "BF16") and (imatrix is not None or p not in IMATRIX_ADVISED)
         ]
         return _largest_fitting(source, usable, budget, method, imatrix is not None)
     table = measure_sensitivity(source, imatrix=imatrix, imatrix_id=imatrix_id, progress=progress)
