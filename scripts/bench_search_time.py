@@ -70,7 +70,8 @@ def main() -> None:
         f"`ramp-edge allocate MODEL --budget {args.budget}` from an empty cache (cold) and again "
         f"(warm), {os.cpu_count()} CPU cores; wall seconds of the whole command. Cold knapsack = "
         "sensitivity table (every tensor at every candidate type, real ggml quantization) + one "
-        "KLD probe per tensor role + the knapsack. Cold sac = calibration statistics (torch) + "
+        "KLD probe per tensor role + the knapsack. Cold sac (run after it: it reuses the "
+        "sensitivity table for options and repair) = calibration statistics (torch) + "
         "the embedding + the policy; 'policy' is the policy's own rollout and repair. Goals: a "
         "full search on SmolLM2-135M <= 600 s; a trained policy on a new model <= 60 s plus "
         "calibration.",
