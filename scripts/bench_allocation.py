@@ -267,7 +267,7 @@ def _model_sections(model: str, res: dict) -> list[str]:
         ref = q4km[0]
         reach = [r for r in rows if _ours(r["method"]) and r["ppl"] <= ref["ppl"]]
         if reach:
-            r = min(reach, key=lambda r: r["size_bytes"])
+            r = min(reach, key=lambda r: (r["size_bytes"], not r["method"].startswith("knapsack")))
             lines.append(
                 f"Goal 2: Q4_K_M's perplexity ({ref['ppl']:.3f} at {ref['size_bytes']:,} B) is "
                 f"reached by {r['method']} at {r['budget']} (PPL {r['ppl']:.3f}, "
