@@ -13,6 +13,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ramp_edge import schema
@@ -67,10 +68,11 @@ def run_model(
     methods: list[str],
     chunks: int,
     imatrix_path: str | None,
+    emit: Callable[[dict], None],
     anchor_set: str = "all",
     policies: dict[str, str] | None = None,
-    emit=None,
-) -> dict:
+) -> None:
+    """Measure the anchors and allocations of one model; every row (or skip) goes to `emit`."""
     model = resolve(model_ref)
     source = open_source(model)
     imatrix = None
@@ -78,7 +80,6 @@ def run_model(
         from ramp_edge.features.imatrix import read_imatrix
 
         imatrix = read_imatrix(imatrix_path)
-    anchors, rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         anchor_specs = [(p, False) for p in PRESETS] + [(f"uniform:{u}", False) for u in UNIFORM]
         if imatrix is not None:
@@ -97,66 +98,35 @@ def run_model(
             except RampEdgeError as err:
                 print(f"skip {spec}: {err}", flush=True)
                 continue
-            row = {
-                "model": model_ref,
-                "kind": "anchor",
-                "method": spec + (" +imatrix" if with_imat else ""),
-                **m,
-            }
-            anchors.append(row)
-            print(json.dumps(row), flush=True)
-            if emit:
-                emit(row)
+            method = spec + (" +imatrix" if with_imat else "")
+            emit({"model": model_ref, "kind": "anchor", "method": method, **m})
         runs = [(m, m, None) for m in methods]
         runs += [(f"sac[{label}]", "sac", path) for label, path in (policies or {}).items()]
         for budget in budgets:
             b = parse_budget(budget)
             for label, method, policy in runs:
+                if imatrix is not None and method in ("greedy", "knapsack", "sac"):
+                    label += " +imatrix"
+                row = {"model": model_ref, "kind": "allocation", "method": label, "budget": budget}
                 start = time.perf_counter()
                 try:
                     recipe = allocate(
                         source, b, method, policy=policy, imatrix=imatrix, imatrix_id=imatrix_path
                     )
-                except (RampEdgeError, ImportError, FileNotFoundError) as err:
-                    print(f"skip {label}@{budget}: {err}", flush=True)
-                    if emit:  # a row from an earlier run no longer holds
-                        emit(
-                            {
-                                "model": model_ref,
-                                "kind": "allocation",
-                                "method": label,
-                                "budget": budget,
-                                "skipped": str(err),
-                            }
-                        )
-                    continue
-                search_s = time.perf_counter() - start
-                try:
+                    search_s = time.perf_counter() - start
                     m = measure(
                         source, recipe, model.path, chunks, imatrix, tmp, f"{method}-{budget}"
                     )
-                except RampEdgeError as err:
-                    print(f"skip {method}@{budget}: {err}", flush=True)
+                except (RampEdgeError, ImportError, FileNotFoundError) as err:
+                    emit({**row, "skipped": str(err)})  # a row from an earlier run no longer holds
                     continue
-                row = {
-                    "model": model_ref,
-                    "kind": "allocation",
-                    "method": label,
-                    "budget": budget,
-                    "target_bytes": b.target_bytes(source.info.n_params),
-                    "search_s": round(search_s, 2),
-                    **m,
-                }
+                row["target_bytes"] = b.target_bytes(source.info.n_params)
+                row["search_s"] = round(search_s, 2)
+                row.update(m)
                 for k in ("policy_size_ratio", "repaired_tensors"):
                     if k in recipe.notes:  # how far the repair had to move a policy's choice
                         row[k] = recipe.notes[k]
-                if imatrix is not None and method in ("greedy", "knapsack", "sac"):
-                    row["method"] = label + " +imatrix"
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                if emit:
-                    emit(row)
-    return {"anchors": anchors, "allocations": rows}
+                emit(row)
 
 
 # Anchors within this factor above our size count as "the same size class" (see below).
@@ -470,6 +440,10 @@ def main() -> None:
     policies = dict(p.split("=", 1) for p in args.policy)
 
     def emit(row: dict) -> None:
+        if "skipped" in row:
+            print(f"skip {row['method']}@{row['budget']}: {row['skipped']}", flush=True)
+        else:
+            print(json.dumps(row), flush=True)
         res = doc["results"].setdefault(row["model"], {"anchors": [], "allocations": []})
         key = "anchors" if row["kind"] == "anchor" else "allocations"
         same = ("kind", "method", "budget")
@@ -488,9 +462,9 @@ def main() -> None:
             methods,
             args.chunks,
             args.imatrix,
+            emit,
             anchor_set=args.anchors,
             policies=policies,
-            emit=emit,
         )
     write_report(doc, out)
     plot(doc, out)

@@ -93,6 +93,11 @@ class ModelTask:
         """Bytes the chosen tensors may take for a whole-file budget of `bpw`."""
         return int(bpw * self.total_params / 8) - self.fixed_bytes
 
+    def episode_capacity(self, bpw: float) -> int:
+        """Capacity of a training/evaluation episode at `bpw`: budgets below the model's smallest
+        file become "just above the minimum" episodes, above its largest the largest."""
+        return int(min(max(self.capacity_for_bpw(bpw), self.min_bytes * 1.01), self.max_bytes))
+
     @property
     def sizes(self) -> np.ndarray:
         return np.asarray(self.n_params, dtype=np.float64)
@@ -221,9 +226,7 @@ class AllocationEnv(gym.Env):
             return min(cap, task.max_bytes)
         bpw = float(self._rng.choice(self.budgets_bpw))
         bpw += float(self._rng.uniform(-JITTER_BPW, JITTER_BPW))
-        cap = task.capacity_for_bpw(bpw)
-        # Budgets below the model's smallest file become "just above the minimum" episodes.
-        return int(min(max(cap, task.min_bytes * 1.01), task.max_bytes))
+        return task.episode_capacity(bpw)
 
     def _start(self, task: ModelTask, capacity: int) -> None:
         self.task = task

@@ -294,18 +294,11 @@ def evaluate(
     config: rw.RewardConfig = rw.DEFAULT_CONFIG,
 ) -> float:
     """Mean deterministic episode return over every task and budget (higher is better)."""
-    returns = []
-    for task in tasks:
-        for bpw in budgets_bpw:
-            cap = int(min(max(task.capacity_for_bpw(bpw), task.min_bytes * 1.01), task.max_bytes))
-            env = AllocationEnv([task], capacity=cap, config=config)
-            obs, _ = env.reset(seed=0)
-            total, done = 0.0, False
-            while not done:
-                action, _ = model.predict(obs, deterministic=True)
-                obs, r, done, _, _ = env.step(action)
-                total += r
-            returns.append(total)
+    returns = [
+        _deterministic_episode(model, task, task.episode_capacity(bpw), config)[1]
+        for task in tasks
+        for bpw in budgets_bpw
+    ]
     return float(np.mean(returns))
 
 
@@ -430,15 +423,23 @@ def load_policy(path: str | Path) -> tuple[SAC, dict[str, Any]]:
     return model, meta
 
 
-def rollout(model: SAC, task: ModelTask, capacity: int) -> dict[str, str]:
-    """Run the policy deterministically over one model; tensor name -> type (before repair)."""
-    env = AllocationEnv([task], capacity=capacity)
+def _deterministic_episode(
+    model: SAC, task: ModelTask, capacity: int, config: rw.RewardConfig = rw.DEFAULT_CONFIG
+) -> tuple[dict[str, str], float]:
+    """One deterministic episode: tensor name -> type (before repair), and the return."""
+    env = AllocationEnv([task], capacity=capacity, config=config)
     obs, _ = env.reset(seed=0)
-    done = False
+    total, done = 0.0, False
     while not done:
         action, _ = model.predict(obs, deterministic=True)
-        obs, _, done, _, _ = env.step(action)
-    return env.types()
+        obs, r, done, _, _ = env.step(action)
+        total += r
+    return env.types(), total
+
+
+def rollout(model: SAC, task: ModelTask, capacity: int) -> dict[str, str]:
+    """Run the policy deterministically over one model; tensor name -> type (before repair)."""
+    return _deterministic_episode(model, task, capacity)[0]
 
 
 def apply_policy(source: Any, table: Any, budget: Any, policy_path: str | Path) -> Any:
