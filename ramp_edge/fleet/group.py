@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ramp_edge.errors import RampEdgeError, RemoteError
-from ramp_edge.fleet.inventory import Host
+from ramp_edge.fleet.hosts import Host
+from ramp_edge.fleet.transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -101,11 +102,11 @@ class FleetError(RemoteError):
         self.result = result
 
 
-def connect_host(host: Host, **options: Any) -> Any:
-    """A fleet.ssh.Connection for an inventory host (paramiko is imported here, lazily)."""
+def connect_host(host: Host, **options: Any) -> Transport:
+    """A fleet.ssh.Connection for a host (paramiko is imported here, lazily)."""
     from ramp_edge.fleet.ssh import Connection
 
-    conn = Connection(
+    return Connection(
         host.address,
         port=host.port,
         user=host.user,
@@ -114,8 +115,6 @@ def connect_host(host: Host, **options: Any) -> Any:
         python=host.python,
         **options,
     )
-    conn.host = host  # type: ignore[attr-defined]
-    return conn
 
 
 def _describe(err: BaseException) -> tuple[str, str, int | None]:
@@ -137,7 +136,7 @@ def run_on_hosts(
 
     Args:
         hosts: inventory hosts, in the order the result should list them.
-        fn: the operation; gets an opened connection (with `.host` set to the Host).
+        fn: the operation; gets an opened connection.
         forks: maximum hosts in flight (Ansible's --forks).
         connect: Host -> connection; default `connect_host` with default options.
         on_done: called in this thread with each host's outcome as soon as it finishes.

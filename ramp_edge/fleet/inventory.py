@@ -30,7 +30,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -38,59 +38,12 @@ from typing import Any
 import yaml
 
 from ramp_edge.errors import ConfigError
+from ramp_edge.fleet.hosts import Host, parse_port
 
 logger = logging.getLogger(__name__)
 
 GROUP_KEYS = ("hosts", "children", "vars")
 _NAME = re.compile(r"^[A-Za-z0-9_.@:-][A-Za-z0-9_.@:+-]*$")
-
-
-@dataclass(frozen=True, slots=True)
-class Host:
-    """One device of an inventory with its effective (merged) connection settings.
-
-    Attributes:
-        name: inventory host name (also the ~/.ssh/config alias when `address` is not set).
-        address: ansible_host, or the name.
-        port: ansible_port; None leaves it to ~/.ssh/config (default 22).
-        user: ansible_user; None leaves it to ~/.ssh/config or the local user.
-        key_file: absolute path of ansible_ssh_private_key_file, or None.
-        device: device profile id from the `device` variable, or None.
-        python: ansible_python_interpreter, or None (the harness picks one).
-        groups: the groups the host belongs to, outermost first.
-        vars: every effective variable, read-only.
-        line: line of the inventory where the host is first listed.
-    """
-
-    name: str
-    address: str
-    port: int | None = None
-    user: str | None = None
-    key_file: str | None = None
-    device: str | None = None
-    python: str | None = None
-    groups: tuple[str, ...] = ()
-    vars: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
-    line: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ConfigError("host name is empty")
-        if self.port is not None and not 1 <= self.port <= 65535:
-            raise ConfigError(f"host {self.name}: port {self.port} outside 1..65535")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "address": self.address,
-            "port": self.port,
-            "user": self.user,
-            "key_file": self.key_file,
-            "device": self.device,
-            "python": self.python,
-            "groups": list(self.groups),
-            "vars": dict(self.vars),
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,15 +209,10 @@ class _Reader:
         port = None
         if "ansible_port" in merged:
             value, node = merged["ansible_port"]
-            if isinstance(value, bool) or not (
-                isinstance(value, int) or (isinstance(value, str) and value.isdigit())
-            ):
-                raise self.fail(
-                    node, f"host {name!r}: ansible_port must be an integer, got {value!r}"
-                )
-            port = int(value)
-            if not 1 <= port <= 65535:
-                raise self.fail(node, f"host {name!r}: ansible_port {port} outside 1..65535")
+            try:
+                port = parse_port(value, "ansible_port")
+            except ConfigError as err:
+                raise self.fail(node, f"host {name!r}: {err}") from None
         key_file = text("ansible_ssh_private_key_file") or text("ansible_private_key_file")
         if key_file is not None:
             field = (

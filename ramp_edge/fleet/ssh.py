@@ -1,18 +1,9 @@
-"""SSH transport: a paramiko `Connection` with verified, resumable pushes, and a `LocalConnection`.
+"""SSH `Transport`: a paramiko `Connection` with verified, resumable pushes.
 
-Both expose the same small interface the bench harness needs:
+~/.ssh/config and known_hosts are honoured (`fleet.sshconfig`); remote command lines come from
+`fleet.shell`; result types and the `Transport` Protocol live in `fleet.transport`.
 
-    run(argv, *, cwd=None, timeout=None, check=True, on_line=None) -> RunResult
-    put(local, remote, *, progress=None) -> PushResult
-    remote_sha256(path, nbytes=None) -> str | None
-    close()
-
-Safety defaults follow OpenSSH: ~/.ssh/config and ~/.ssh/known_hosts are honoured, an unknown
-host key is refused unless `trust_new_host=True`, and a changed host key is always refused.
-Remote commands are built from argument lists with `shlex.quote`, never by pasting strings.
-
-A dead link must fail in seconds, not hang (see shared/research/ssh-testing.md §6): the socket
-gets TCP_USER_TIMEOUT and TCP keepalive, and a watchdog sends an SSH keepalive request
+A dead link must fail in seconds, not hang: the socket gets TCP_USER_TIMEOUT and TCP keepalive, and a watchdog sends an SSH keepalive request
 (`keepalive@openssh.com`, like ServerAliveInterval) every few seconds. When neither a reply nor
 any data arrives for `stall_timeout` seconds, the watchdog shuts the socket down, which
 unblocks every paramiko call stuck on it, and the operation raises `LinkStalledError`.
@@ -26,204 +17,39 @@ continue from its size if the prefix matches the local file; hash the full file 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import select
 import shlex
 import socket
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 import paramiko
 
 from ramp_edge.errors import ArtifactError, ConfigError, RemoteError
+from ramp_edge.fleet.shell import _PY_FOLLOW, _parse_sha, build_command, quote_path, sha256_command
+from ramp_edge.fleet.sshconfig import RefuseUnknownHost, TrustNewHost, resolve_target
+from ramp_edge.fleet.transport import (
+    CHUNK_BYTES,
+    HostKeyError,
+    LineFn,
+    LinkStalledError,
+    ProgressFn,
+    PushResult,
+    RemoteCommandError,
+    RunResult,
+    sha256_prefix,
+)
 from ramp_edge.fsutil import sha256_file
 
 logger = logging.getLogger(__name__)
 
-# (bytes done, bytes total, description)
-ProgressFn = Callable[[float, float, str], None]
-LineFn = Callable[[str], None]
-
-CHUNK_BYTES = 1 << 20
 # OpenSSH's sftp-server accepts requests up to 256 KiB (SFTP_MAX_MSG_LENGTH) including the
 # header; 255 KiB data per write measured as fast or faster than paramiko's 32 KiB default.
 SFTP_REQUEST_BYTES = 255 * 1024
-
-
-class HostKeyError(RemoteError):
-    """The server's host key is unknown (and not trusted) or differs from known_hosts."""
-
-
-class LinkStalledError(RemoteError):
-    """Nothing came back from the host for `stall_timeout` seconds."""
-
-
-class RemoteCommandError(RemoteError):
-    """A remote command exited non-zero; `result` holds its output."""
-
-    def __init__(self, message: str, result: RunResult) -> None:
-        super().__init__(message)
-        self.result = result
-
-
-@dataclass(frozen=True, slots=True)
-class RunResult:
-    """One remote command. `exit_code` is None when the server reported no status (a signal)."""
-
-    argv: tuple[str, ...]
-    exit_code: int | None
-    stdout: str
-    stderr: str
-    duration_s: float
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
-
-    @property
-    def killed(self) -> bool:
-        """Killed by SIGKILL (the kernel's OOM killer sends it): 137 via `sh`, or no status."""
-        return self.exit_code in (None, 137)
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "argv": list(self.argv),
-            "exit_code": self.exit_code,
-            "stdout": self.stdout,
-            "stderr": self.stderr,
-            "duration_s": self.duration_s,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class PushResult:
-    """One verified upload (or a skip because the same bytes were already there)."""
-
-    local_path: str
-    remote_path: str
-    size_bytes: int
-    sha256: str
-    bytes_sent: int
-    resumed_from: int
-    skipped: bool
-    duration_s: float
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.resumed_from <= self.size_bytes:
-            raise ValueError(f"resumed_from {self.resumed_from} outside 0..{self.size_bytes}")
-
-    @property
-    def throughput_bytes_per_s(self) -> float:
-        return self.bytes_sent / self.duration_s if self.duration_s > 0 else 0.0
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "local_path": self.local_path,
-            "remote_path": self.remote_path,
-            "size_bytes": self.size_bytes,
-            "sha256": self.sha256,
-            "bytes_sent": self.bytes_sent,
-            "resumed_from": self.resumed_from,
-            "skipped": self.skipped,
-            "duration_s": self.duration_s,
-        }
-
-
-# --------------------------------------------------------------------------- quoting
-
-
-def quote_path(path: str) -> str:
-    """Shell-quote a remote path, leaving a leading `~/` unquoted so the remote shell expands it."""
-    if path == "~":
-        return "~"
-    if path.startswith("~/"):
-        return "~/" + shlex.quote(path[2:])
-    return shlex.quote(path)
-
-
-def build_command(
-    argv: Sequence[str], cwd: str | None = None, env: dict[str, str] | None = None
-) -> str:
-    """A POSIX shell command line from an argument list; nothing is interpreted by the shell.
-
-    `; exit $?` stops the remote shell from exec-ing the last command, so a process killed by a
-    signal (SIGKILL from the OOM killer) is reported as 128+signal (137) instead of an
-    exit-signal that paramiko drops (research §7).
-    """
-    if not argv:
-        raise ValueError("empty argv")
-    parts = []
-    if cwd:
-        parts.append(f"cd {quote_path(cwd)} &&")
-    if env:
-        parts.append("env " + " ".join(shlex.quote(f"{k}={v}") for k, v in env.items()))
-    parts.append(" ".join(shlex.quote(str(a)) for a in argv))
-    return " ".join(parts) + "; exit $?"
-
-
-def sha256_prefix(path: str | os.PathLike[str], nbytes: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        left = nbytes
-        while left > 0:
-            block = handle.read(min(CHUNK_BYTES, left))
-            if not block:
-                break
-            digest.update(block)
-            left -= len(block)
-    return digest.hexdigest()
-
-
-_PY_SHA = (
-    "import hashlib,sys\n"
-    "h=hashlib.sha256();n=int(sys.argv[2]);f=open(sys.argv[1],'rb')\n"
-    "while n!=0:\n"
-    " b=f.read(1<<20 if n<0 else min(n,1<<20))\n"
-    " if not b:break\n"
-    " h.update(b);n-=len(b) if n>0 else 0\n"
-    "print(h.hexdigest())"
-)
-
-
-# Hash a file while another process is still writing it: read to `size` bytes, waiting for
-# growth; give up after `idle` seconds without new data (the uploader died). argv: path size idle
-_PY_FOLLOW = (
-    "import hashlib,sys,time\n"
-    "p,size,idle=sys.argv[1],int(sys.argv[2]),float(sys.argv[3])\n"
-    "h=hashlib.sha256();n=0;last=time.monotonic();f=open(p,'rb')\n"
-    "while n<size:\n"
-    " b=f.read(min(1<<20,size-n))\n"
-    " if b:\n"
-    "  h.update(b);n+=len(b);last=time.monotonic()\n"
-    " elif time.monotonic()-last>idle:sys.exit(3)\n"
-    " else:time.sleep(0.01)\n"
-    "print(h.hexdigest())"
-)
-
-
-def sha256_command(path: str, nbytes: int | None = None, python: str = "python3") -> str:
-    """Shell text printing the sha256 of `path` (or its first `nbytes`): sha256sum, else python."""
-    qp = quote_path(path)
-    n = -1 if nbytes is None else int(nbytes)
-    tool = f"sha256sum -- {qp}" if nbytes is None else f"head -c {n} -- {qp} | sha256sum"
-    fallback = f"{shlex.quote(python)} -c {shlex.quote(_PY_SHA)} {qp} {n}"
-    return (
-        f"if command -v sha256sum >/dev/null 2>&1 && command -v head >/dev/null 2>&1; "
-        f"then {tool}; else {fallback}; fi"
-    )
-
-
-def _parse_sha(text: str) -> str | None:
-    token = text.strip().split()[0] if text.strip() else ""
-    if len(token) == 64 and all(c in "0123456789abcdef" for c in token):
-        return token
-    return None
 
 
 # --------------------------------------------------------------------------- watchdog
@@ -316,9 +142,6 @@ def _tcp_socket(
     return sock
 
 
-_KNOWN_HOSTS_LOCK = threading.Lock()
-
-
 class _Transport(paramiko.Transport):
     """paramiko's Transport preferring AES-GCM: an AEAD cipher needs no separate HMAC pass,
     which is most of paramiko's per-packet cost on a fast link. Servers without it (older
@@ -331,55 +154,7 @@ class _Transport(paramiko.Transport):
     )
 
 
-class _TrustNewHost(paramiko.MissingHostKeyPolicy):
-    """Accept an unknown key once and save it (only when the user said --trust-new-host)."""
-
-    def __init__(self, known_hosts: Path) -> None:
-        self.known_hosts = known_hosts
-
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        # Hosts connect in parallel: merge into the file as it is now, under a lock, instead of
-        # overwriting it with this client's view (which would drop keys other threads added).
-        with _KNOWN_HOSTS_LOCK:
-            self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            current = paramiko.HostKeys()
-            if self.known_hosts.is_file():
-                current.load(str(self.known_hosts))
-            current.add(hostname, key.get_name(), key)
-            current.save(str(self.known_hosts))
-        logger.warning(
-            "trusting new host key for %s: %s %s (saved to %s)",
-            hostname,
-            key.get_name(),
-            key.fingerprint,
-            self.known_hosts,
-        )
-
-
-class _RefuseUnknownHost(paramiko.MissingHostKeyPolicy):
-    def missing_host_key(
-        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> None:
-        raise HostKeyError(
-            f"host key for {hostname} is not in known_hosts ({key.get_name()} {key.fingerprint}); "
-            "check the fingerprint and rerun with --trust-new-host, or add it with ssh-keyscan"
-        )
-
-
 # --------------------------------------------------------------------------- Connection
-
-
-@dataclass(slots=True)
-class _Resolved:
-    hostname: str
-    port: int
-    user: str
-    key_files: list[str] = field(default_factory=list)
-    known_hosts: list[Path] = field(default_factory=list)
-    proxy_command: str | None = None
 
 
 class Connection:
@@ -426,62 +201,13 @@ class Connection:
         self.connect_timeout = connect_timeout
         self.stall_timeout = stall_timeout
         self.keepalive_s = keepalive_s
-        self._resolved = self._resolve(host, port, user, key_filename, known_hosts, ssh_config)
+        self._resolved = resolve_target(host, port, user, key_filename, known_hosts, ssh_config)
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._sock: socket.socket | None = None
         self._watchdog: _Watchdog | None = None
 
     # -- configuration
-
-    @staticmethod
-    def _resolve(
-        host: str,
-        port: int | None,
-        user: str | None,
-        key_filename: str | os.PathLike[str] | None,
-        known_hosts: Sequence[str | os.PathLike[str]] | None,
-        ssh_config: str | os.PathLike[str] | bool | None,
-    ) -> _Resolved:
-        cfg: dict[str, object] = {}
-        if ssh_config is not False:
-            path = Path(ssh_config) if isinstance(ssh_config, (str, os.PathLike)) else None
-            path = path or Path.home() / ".ssh" / "config"
-            if path.is_file():
-                try:
-                    cfg = dict(paramiko.SSHConfig.from_path(str(path)).lookup(host))
-                except Exception as err:  # paramiko raises several types for bad configs
-                    raise ConfigError(f"cannot read ssh config {path}: {err}") from None
-            elif ssh_config not in (None, True):
-                raise ConfigError(f"ssh config not found: {path}")
-        hostname = str(cfg.get("hostname", host))
-        resolved_port = int(port or cfg.get("port", 22))
-        resolved_user = user or str(cfg.get("user") or _local_user())
-        keys: list[str] = []
-        if key_filename:
-            key = Path(key_filename).expanduser()
-            if not key.is_file():
-                raise ConfigError(f"private key file not found: {key}")
-            keys.append(str(key))
-        for item in cfg.get("identityfile", []) or []:  # type: ignore[union-attr]
-            path = Path(str(item)).expanduser()
-            if path.is_file() and str(path) not in keys:
-                keys.append(str(path))
-        if known_hosts is not None:
-            kh = [Path(p).expanduser() for p in known_hosts]
-        elif cfg.get("userknownhostsfile"):
-            kh = [Path(p).expanduser() for p in str(cfg["userknownhostsfile"]).split()]
-        else:
-            kh = [Path.home() / ".ssh" / "known_hosts"]
-        proxy = cfg.get("proxycommand")
-        return _Resolved(
-            hostname=hostname,
-            port=resolved_port,
-            user=resolved_user,
-            key_files=keys,
-            known_hosts=kh,
-            proxy_command=str(proxy) if proxy and str(proxy).lower() != "none" else None,
-        )
 
     @property
     def hostname(self) -> str:
@@ -527,7 +253,7 @@ class Connection:
             with contextlib.suppress(Exception):
                 client.load_system_host_keys(str(system_kh))
         client.set_missing_host_key_policy(
-            _TrustNewHost(user_kh) if self.trust_new_host else _RefuseUnknownHost()
+            TrustNewHost(user_kh) if self.trust_new_host else RefuseUnknownHost()
         )
         if r.proxy_command:
             sock: socket.socket | paramiko.ProxyCommand = paramiko.ProxyCommand(r.proxy_command)
@@ -944,206 +670,3 @@ class Connection:
             logger.debug("%s: hash follower ended with %s; hashing again", self.name, status)
             return None
         return _parse_sha(out.decode("ascii", "replace"))
-
-
-def _local_user() -> str:
-    import getpass
-
-    return getpass.getuser()
-
-
-# --------------------------------------------------------------------------- LocalConnection
-
-
-class LocalConnection:
-    """The Connection interface on this machine, for `--device localhost` (no SSH).
-
-    Relative remote paths are relative to `root` (default: RAMP_EDGE_HOME/localhost), which
-    stands in for the device's login home.
-    """
-
-    def __init__(
-        self, root: str | os.PathLike[str] | None = None, python: str | None = None
-    ) -> None:
-        if root is None:
-            from ramp_edge import paths
-
-            root = paths.home() / "localhost"
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.name = "localhost"
-        self.address = "localhost"
-        import sys
-
-        self.python = python or sys.executable
-
-    def __enter__(self) -> LocalConnection:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def open(self) -> LocalConnection:
-        return self
-
-    def close(self) -> None:
-        return None
-
-    def _path(self, path: str) -> Path:
-        if path in ("~", "~/"):
-            return self.root
-        if path.startswith("~/"):
-            path = path[2:]
-        p = Path(path)
-        return p if p.is_absolute() else self.root / p
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: str | None = None,
-        env: dict[str, str] | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        on_line: LineFn | None = None,
-    ) -> RunResult:
-        start = time.monotonic()
-        args = [str(a) for a in argv]
-        full_env = {**os.environ, "HOME": str(self.root), **(env or {})}
-        proc = subprocess.Popen(
-            args,
-            cwd=str(self._path(cwd)) if cwd else str(self.root),
-            env=full_env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        err_chunks: list[bytes] = []
-        reader = threading.Thread(
-            target=lambda: err_chunks.append(proc.stderr.read() if proc.stderr else b""),
-            daemon=True,
-        )
-        reader.start()
-        out_lines: list[str] = []
-        assert proc.stdout is not None
-        deadline = None if timeout is None else start + timeout
-        for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace")
-            out_lines.append(line)
-            if on_line is not None:
-                on_line(line.rstrip("\n"))
-            if deadline is not None and time.monotonic() > deadline:
-                proc.kill()
-                raise RemoteError(f"localhost: command timed out after {timeout:.0f} s")
-        try:
-            rc = proc.wait(None if deadline is None else max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise RemoteError(f"localhost: command timed out after {timeout:.0f} s") from None
-        reader.join()
-        result = RunResult(
-            argv=tuple(args),
-            exit_code=128 - rc if rc < 0 else rc,  # -9 -> 137, as a shell would report it
-            stdout="".join(out_lines),
-            stderr=b"".join(err_chunks).decode("utf-8", "replace"),
-            duration_s=time.monotonic() - start,
-        )
-        if check and not result.ok:
-            tail = result.stderr.strip().splitlines()[-1:] or ["no stderr"]
-            raise RemoteCommandError(
-                f"localhost: `{' '.join(args)}` exited {result.exit_code}: {tail[0]}", result
-            )
-        return result
-
-    def stat_size(self, path: str) -> int | None:
-        p = self._path(path)
-        return p.stat().st_size if p.is_file() else None
-
-    def makedirs(self, path: str) -> None:
-        self._path(path).mkdir(parents=True, exist_ok=True)
-
-    def remove(self, path: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(path).unlink()
-
-    def remote_sha256(self, path: str, nbytes: int | None = None) -> str | None:
-        p = self._path(path)
-        if not p.is_file():
-            return None
-        return sha256_file(p) if nbytes is None else sha256_prefix(p, nbytes)
-
-    def remote_sha256_many(self, paths: Sequence[str]) -> dict[str, str | None]:
-        return {p: self.remote_sha256(p) for p in paths}
-
-    def put(
-        self,
-        local: str | os.PathLike[str],
-        remote: str,
-        *,
-        progress: ProgressFn | None = None,
-        local_sha256: str | None = None,
-    ) -> PushResult:
-        """Copy with the same partial/verify/rename semantics as Connection.put."""
-        local = Path(local)
-        if not local.is_file():
-            raise ArtifactError(f"cannot push {local}: no such file")
-        start = time.monotonic()
-        size = local.stat().st_size
-        sha = local_sha256 or sha256_file(local)
-        target = self._path(remote)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_file() and target.stat().st_size == size and sha256_file(target) == sha:
-            return PushResult(str(local), remote, size, sha, 0, 0, True, time.monotonic() - start)
-        partial = target.with_name(target.name + ".partial")
-        offset = 0
-        if partial.is_file():
-            have = partial.stat().st_size
-            if 0 < have <= size and sha256_prefix(partial, have) == sha256_prefix(local, have):
-                offset = have
-        if not offset:
-            with contextlib.suppress(FileNotFoundError):
-                partial.unlink()
-            try:  # same filesystem: a hard link costs nothing (artifacts are replaced, not edited)
-                os.link(local, partial)
-            except OSError:
-                pass
-            else:
-                if progress:
-                    progress(size, size, f"link {local.name}")
-                return self._publish(local, remote, partial, target, size, sha, 0, 0, start)
-        sent = 0
-        with open(local, "rb") as src, open(partial, "r+b" if offset else "wb") as dst:
-            src.seek(offset)
-            dst.seek(offset)
-            while block := src.read(CHUNK_BYTES):
-                dst.write(block)
-                sent += len(block)
-                if progress:
-                    progress(offset + sent, size, f"copy {local.name}")
-            dst.truncate()
-            dst.flush()
-            os.fsync(dst.fileno())
-        return self._publish(local, remote, partial, target, size, sha, sent, offset, start)
-
-    @staticmethod
-    def _publish(
-        local: Path,
-        remote: str,
-        partial: Path,
-        target: Path,
-        size: int,
-        sha: str,
-        sent: int,
-        offset: int,
-        start: float,
-    ) -> PushResult:
-        if sha256_file(partial) != sha:
-            partial.unlink()
-            raise ArtifactError(f"localhost: copy of {local} has a different sha256; try again")
-        os.replace(partial, target)
-        return PushResult(
-            str(local), remote, size, sha, sent, offset, False, time.monotonic() - start
-        )
-
-
-AnyConnection = Connection | LocalConnection

@@ -9,7 +9,7 @@ import pytest
 
 from ramp_edge.errors import RemoteError
 from ramp_edge.fleet.group import FleetError, run_on_hosts
-from ramp_edge.fleet.inventory import Host
+from ramp_edge.fleet.hosts import Host
 
 
 class FakeConnection:

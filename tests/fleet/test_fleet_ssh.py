@@ -12,13 +12,9 @@ import pytest
 from fleetlib import PYTHON, connect
 
 from ramp_edge.errors import ArtifactError, ConfigError, RemoteError
-from ramp_edge.fleet.ssh import (
-    Connection,
-    HostKeyError,
-    LinkStalledError,
-    build_command,
-    quote_path,
-)
+from ramp_edge.fleet.shell import build_command, quote_path
+from ramp_edge.fleet.ssh import Connection
+from ramp_edge.fleet.transport import HostKeyError, LinkStalledError
 
 pytestmark = pytest.mark.ssh
 
@@ -219,7 +215,7 @@ def test_missing_key_wrong_key_and_unreachable_host(fleet, tmp_path):
 
 
 def test_local_connection_matches_interface(tmp_path):
-    from ramp_edge.fleet.ssh import LocalConnection
+    from ramp_edge.fleet.local import LocalConnection
 
     conn = LocalConnection(tmp_path / "root")
     local = _random_file(tmp_path / NASTY, 100_000)
