@@ -1,7 +1,9 @@
-"""Drive the on-device agent over a connection: push, check, bench, eval, parse.
+"""The host side of the device agent: its files, its protocol, and calls to it.
 
-Works with anything that has the `fleet.ssh` connection interface (`run`, `put`,
-`remote_sha256_many`, `name`, `python`): an SSH `Connection` or a `LocalConnection`.
+`Agent` drives agents/ramp_agent.py over any `fleet.transport.Transport` (an SSH `Connection`
+or a `LocalConnection`); `bootstrap` gives a device the venv the agent needs; `agent_bundle`
+lists the files pushed with it. The protocol constants below must equal the agent's
+(tests/agent_client pins them).
 
 Remote layout, relative to the login home:
 
@@ -18,20 +20,19 @@ parses it, forwards progress lines, and turns failures into `AgentError` with a 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ramp_edge import __version__, paths
-from ramp_edge.bench.records import BenchResult, EvalResult, utc_now
-from ramp_edge.errors import ArtifactError, DependencyError, RampEdgeError, RemoteError
+from ramp_edge.errors import DependencyError, RampEdgeError, RemoteError
+from ramp_edge.fleet.transport import Transport
 from ramp_edge.fsutil import atomic_write_text, sha256_file
+from ramp_edge.results import utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ _STUBS = {
 }
 
 EventFn = Callable[[dict[str, Any]], None]
-StatusFn = Callable[[str], None]
-ProgressFn = Callable[[float, float, str], None]
 
 
 class AgentError(RemoteError):
@@ -110,44 +109,6 @@ class BenchOptions:
         return args
 
 
-@dataclass(frozen=True, slots=True)
-class DeployReport:
-    """Everything one host produced for one artifact: push, probe, bench, evals."""
-
-    host: str
-    device: str | None
-    artifact: str
-    artifact_sha256: str
-    push: Any  # fleet.ssh.PushResult
-    probe: Mapping[str, Any]
-    bench: BenchResult | None
-    evals: tuple[EvalResult, ...] = ()
-    duration_s: float = 0.0
-    finished_at: str = field(default_factory=utc_now)
-
-    @property
-    def status(self) -> str:
-        statuses = [r.status for r in ([self.bench] if self.bench else []) + list(self.evals)]
-        if "oom" in statuses:
-            return "oom"
-        return "error" if "error" in statuses else "ok"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "device": self.device,
-            "artifact": self.artifact,
-            "artifact_sha256": self.artifact_sha256,
-            "status": self.status,
-            "push": self.push.to_dict() if hasattr(self.push, "to_dict") else None,
-            "probe": dict(self.probe),
-            "bench": self.bench.to_dict() if self.bench else None,
-            "evals": [e.to_dict() for e in self.evals],
-            "duration_s": round(self.duration_s, 3),
-            "finished_at": self.finished_at,
-        }
-
-
 # --------------------------------------------------------------------------- agent files
 
 
@@ -155,7 +116,7 @@ def agent_source() -> Path:
     """agents/ramp_agent.py of this checkout (RAMP_EDGE_AGENT overrides)."""
     override = os.environ.get("RAMP_EDGE_AGENT")
     candidates = [Path(override)] if override else []
-    candidates.append(Path(__file__).resolve().parents[2] / "agents" / "ramp_agent.py")
+    candidates.append(Path(__file__).resolve().parents[1] / "agents" / "ramp_agent.py")
     for path in candidates:
         if path.is_file():
             return path
@@ -255,15 +216,15 @@ class Agent:
 
     def __init__(
         self,
-        conn: Any,
+        conn: Transport,
         *,
         python: str | None = None,
         heartbeat_s: float = 2.0,
         on_event: EventFn | None = None,
     ) -> None:
         self.conn = conn
-        self.name = getattr(conn, "name", "device")
-        self._python = python or getattr(conn, "python", None)
+        self.name = conn.name
+        self._python = python or conn.python
         self.heartbeat_s = heartbeat_s
         self.on_event = on_event
 
@@ -389,7 +350,7 @@ class Agent:
 
 
 def bootstrap(
-    conn: Any,
+    conn: Transport,
     *,
     python: str = "python3",
     requirements: Sequence[str] = DEFAULT_REQUIREMENTS,
@@ -403,14 +364,14 @@ def bootstrap(
     python path (relative to the login home).
     """
     venv_python = f"{VENV_DIR}/bin/python"
-    logger.info("%s: creating %s", getattr(conn, "name", "device"), VENV_DIR)
+    logger.info("%s: creating %s", conn.name, VENV_DIR)
     result = conn.run([python, "-m", "venv", VENV_DIR], check=False, timeout=300)
     if not result.ok:
         hint = (
             " (on Debian/Ubuntu: apt install python3-venv)" if "ensurepip" in result.stderr else ""
         )
         raise DependencyError(
-            f"{getattr(conn, 'name', 'device')}: cannot create a venv with {python}{hint}: "
+            f"{conn.name}: cannot create a venv with {python}{hint}: "
             f"{result.stderr.strip().splitlines()[-1:] or result.exit_code}"
         )
     if requirements:
@@ -430,250 +391,7 @@ def bootstrap(
         if not result.ok:
             tail = result.stderr.strip().splitlines()[-1:] or [f"exit {result.exit_code}"]
             raise DependencyError(
-                f"{getattr(conn, 'name', 'device')}: pip install {' '.join(requirements)} "
+                f"{conn.name}: pip install {' '.join(requirements)} "
                 f"failed: {tail[0]}"
             )
     return venv_python
-
-
-# --------------------------------------------------------------------------- deploy
-
-
-def _bench_failure(err: AgentError, **fields: Any) -> BenchResult:
-    return BenchResult.failure(
-        status="oom" if err.oom else "error",
-        error=str(err),
-        peak_rss_bytes=err.detail.get("peak_rss_bytes"),
-        **fields,
-    )
-
-
-def deploy_to_host(
-    conn: Any,
-    artifact_path: str | os.PathLike[str],
-    tasks: str | Sequence[str] | Mapping[str, Any] | None = None,
-    limit: int | None = None,
-    bench_opts: BenchOptions | None = None,
-    *,
-    device: str | None = None,
-    bootstrap_env: bool = False,
-    artifact_sha256: str | None = None,
-    eval_n_ctx: int | None = None,
-    on_status: StatusFn | None = None,
-    progress: ProgressFn | None = None,
-) -> DeployReport:
-    """Push an artifact plus the agent to one device, then bench (and eval) it there.
-
-    Args:
-        conn: a fleet.ssh Connection or LocalConnection.
-        artifact_path: local GGUF.
-        tasks: task names ("arc_easy,piqa"), or a payload from `build_task_payload`; None: no eval.
-        limit: items per task when `tasks` are names.
-        bench_opts: llama-bench style options; defaults pp512/tg128 x 5.
-        device: device profile id recorded with the results.
-        bootstrap_env: create a venv and pip-install what the agent misses.
-        on_status: short status texts for a live view ("push 40%", "bench tg128 3/5").
-        progress: push progress callback (bytes done, total, description).
-
-    Returns:
-        DeployReport. An out-of-memory or failed benchmark/eval is recorded in the report with
-        status "oom"/"error"; a broken link, a failed push or a missing dependency raises.
-
-    Raises:
-        RemoteError, ArtifactError, DependencyError.
-    """
-    start = time.monotonic()
-    options = bench_opts or BenchOptions()
-    status = on_status or (lambda text: None)
-    artifact = Path(artifact_path)
-    if not artifact.is_file():
-        raise ArtifactError(f"artifact not found: {artifact}")
-    sha = artifact_sha256 or sha256_file(artifact)
-    size = artifact.stat().st_size
-    name = getattr(conn, "name", "device")
-
-    def on_event(message: dict[str, Any]) -> None:
-        if message.get("type") == "progress":
-            status(f"{message.get('phase')} {message.get('done')}/{message.get('total')}")
-
-    agent = Agent(conn, on_event=on_event)
-    status("push agent")
-    agent.install()
-    status("env-check")
-    env = agent.env_check()
-    if not env.get("ready", {}).get("bench"):
-        missing = ", ".join(env.get("missing") or ["llama-cpp-python"])
-        if not bootstrap_env:
-            raise DependencyError(
-                f"{name}: the device lacks {missing} (python {env.get('python')}); rerun with "
-                f"--bootstrap to install them into {VENV_DIR}, or: {env.get('install_hint')}"
-            )
-        status("bootstrap")
-        agent = Agent(conn, python=bootstrap(conn, python=agent.python), on_event=on_event)
-        env = agent.env_check()
-        if not env.get("ready", {}).get("bench"):
-            raise DependencyError(f"{name}: still missing after --bootstrap: {env.get('missing')}")
-    probe = agent.probe()
-    llama = probe.get("llama_cpp") or {}
-
-    def push_progress(done: float, total: float, desc: str) -> None:
-        status(f"push {100 * done / total:.0f}%" if total else "push")
-        if progress is not None:
-            progress(done, total, desc)
-
-    status("push 0%")
-    remote_model = f"{ARTIFACT_DIR}/{artifact.name}"
-    push = conn.put(artifact, remote_model, progress=push_progress, local_sha256=sha)
-    fields = {
-        "host": name,
-        "device": device,
-        "artifact": artifact.name,
-        "artifact_sha256": sha,
-    }
-    status("bench")
-    try:
-        data = agent.bench(remote_model, options)
-        bench = BenchResult.from_agent(
-            data,
-            artifact_bytes=size,
-            llama_cpp_version=llama.get("version"),
-            system_info=llama.get("system_info"),
-            **fields,
-        )
-    except AgentError as err:
-        if err.kind in ("missing_dependency", "no_python", "usage"):
-            raise
-        logger.warning("%s", err)
-        bench = _bench_failure(
-            err,
-            artifact_bytes=size,
-            threads=options.threads or 0,
-            n_prompt=options.n_prompt,
-            n_gen=options.n_gen,
-            reps=options.reps,
-            **fields,
-        )
-    evals: list[EvalResult] = []
-    if tasks:
-        payload = dict(tasks) if isinstance(tasks, Mapping) else build_task_payload(tasks, limit)
-        text = json.dumps(payload, separators=(",", ":"))
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        local_tasks = paths.cache_dir("task-items") / f"{digest[:12]}.json"
-        if not local_tasks.is_file():
-            atomic_write_text(local_tasks, text)
-        remote_tasks = f"{TASK_DIR}/{digest[:12]}.json"
-        conn.put(local_tasks, remote_tasks, local_sha256=digest)
-        status("eval")
-        try:
-            data = agent.eval(
-                remote_model,
-                remote_tasks,
-                threads=options.threads,
-                n_ctx=eval_n_ctx,
-                timeout=options.timeout_s,
-            )
-            evals = [EvalResult.from_agent(t, **fields) for t in data.get("tasks", [])]
-        except AgentError as err:
-            if err.kind in ("missing_dependency", "missing_scorer", "no_python", "usage"):
-                raise
-            logger.warning("%s", err)
-            evals = [
-                EvalResult(
-                    task=t["name"],
-                    task_version=int(t["version"]),
-                    n=len(t["items"]),
-                    status="oom" if err.oom else "error",
-                    error=str(err),
-                    **fields,
-                )
-                for t in payload["tasks"]
-            ]
-    status("done")
-    return DeployReport(
-        host=name,
-        device=device,
-        artifact=artifact.name,
-        artifact_sha256=sha,
-        push=push,
-        probe=probe,
-        bench=bench,
-        evals=tuple(evals),
-        duration_s=time.monotonic() - start,
-    )
-
-
-def store_report(store: Any, report: DeployReport) -> list[int]:
-    """Commit a report's bench and eval records to a `ramp_edge.store.Store`; returns row ids.
-
-    The device column is the profile id, or the host name when the host names no profile.
-    """
-    device = report.device or report.host
-    ids = []
-    if report.bench is not None:
-        ids.append(
-            store.add_result("bench", device, report.host, report.artifact, report.bench.to_dict())
-        )
-    for result in report.evals:
-        ids.append(store.add_result("eval", device, report.host, report.artifact, result.to_dict()))
-    return ids
-
-
-def bench_fleet(
-    hosts: Sequence[Any],
-    artifact_path: str | os.PathLike[str],
-    *,
-    tasks: str | Sequence[str] | None = None,
-    limit: int | None = None,
-    bench_opts: BenchOptions | None = None,
-    forks: int = 5,
-    store: Any | None = None,
-    connect: Callable[[Any], Any] | None = None,
-    connect_options: Mapping[str, Any] | None = None,
-    bootstrap_env: bool = False,
-    on_status: Callable[[str, str], None] | None = None,
-    on_report: Callable[[DeployReport], None] | None = None,
-) -> Any:
-    """`deploy_to_host` on every inventory host, at most `forks` at once.
-
-    Each host's records are committed to `store` as soon as that host finishes, so a crash or a
-    dead host later never loses finished results. Returns a fleet.group.FleetResult whose
-    values are DeployReports.
-    """
-    from ramp_edge.fleet.group import connect_host, run_on_hosts
-
-    artifact = Path(artifact_path)
-    if not artifact.is_file():
-        raise ArtifactError(f"artifact not found: {artifact}")
-    sha = sha256_file(artifact)
-    payload = build_task_payload(tasks, limit) if tasks else None
-    options = dict(connect_options or {})
-    status = on_status or (lambda host, text: None)
-
-    def connect_one(host: Any) -> Any:
-        conn = connect(host) if connect is not None else connect_host(host, **options)
-        conn.host = host
-        return conn
-
-    def work(conn: Any) -> DeployReport:
-        host = conn.host
-        return deploy_to_host(
-            conn,
-            artifact,
-            payload,
-            bench_opts=bench_opts,
-            device=host.device,
-            bootstrap_env=bootstrap_env,
-            artifact_sha256=sha,
-            on_status=lambda text: status(host.name, text),
-        )
-
-    def done(host: Any, outcome: Any) -> None:
-        if outcome.ok:
-            if store is not None:
-                store_report(store, outcome.value)
-            if on_report is not None:
-                on_report(outcome.value)
-
-    return run_on_hosts(
-        hosts, work, forks=forks, connect=connect_one, on_done=done, on_status=on_status
-    )

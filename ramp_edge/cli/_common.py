@@ -1,4 +1,9 @@
-"""Helpers shared by the CLI commands: JSON output, tables, model opening."""
+"""Helpers shared by the CLI commands: JSON output, tables, model opening, identities.
+
+Identities are resolved here, once, at the edge: a device name or alias becomes its canonical
+profile id, `--host` becomes a `fleet.hosts.Host`, a budget text becomes a `Budget`. The core
+receives only resolved values and stores canonical ids.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +29,24 @@ def open_model(ref: str, tokenizer_from: str | None = None):
     from ramp_edge.source import open_source
 
     return open_source(resolve(ref), tokenizer_from)
+
+
+def resolve_device(name: str) -> str:
+    """A device profile id or alias -> the canonical profile id (ConfigError lists the known)."""
+    from ramp_edge.devices import resolve_name
+
+    return resolve_name(name)
+
+
+def device_or_host_name(name: str) -> str:
+    """For queries: a profile id or alias -> its id; any other name (a host without a profile,
+    stored under its own name) unchanged."""
+    from ramp_edge.errors import ConfigError
+
+    try:
+        return resolve_device(name)
+    except ConfigError:
+        return name
 
 
 def human_bytes(n: float) -> str:

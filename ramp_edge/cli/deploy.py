@@ -84,14 +84,18 @@ def deploy(
       ramp-edge deploy --device localhost
       ramp-edge deploy --device raspberry-pi-5-8gb --host pi@pi5.local --budget auto --min-tps 20
     """
-    from ramp_edge.deploy import DeployRequest, run_deploy
+    from ramp_edge.allocate.budget import parse_budget
+    from ramp_edge.cli._common import resolve_device
+    from ramp_edge.fleet.hosts import parse_host
+    from ramp_edge.pipeline import DeployRequest, run_deploy
     from ramp_edge.ui import err_console, out_console, progress
 
+    device = resolve_device(device)
     request = DeployRequest(
         device=device,
-        host=host,
+        host=parse_host(host, device=device, name=device) if host else None,
         model=model_ref,
-        budget=budget,
+        budget=None if budget == "auto" else parse_budget(budget),
         method=method,
         policy=policy,
         tasks=tasks or None,

@@ -83,10 +83,11 @@ def bench(
     """
     from pathlib import Path
 
-    from ramp_edge.bench.harness import BenchOptions, bench_fleet
+    from ramp_edge.agent_client import BenchOptions
     from ramp_edge.errors import ConfigError, RampEdgeError
     from ramp_edge.fleet.group import FleetError
     from ramp_edge.fleet.inventory import load_inventory
+    from ramp_edge.pipeline import bench_fleet
     from ramp_edge.store import Store
 
     if (artifact is None) == (recipe_spec is None):
@@ -100,8 +101,7 @@ def bench(
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     inv = load_inventory(inventory)
-    hosts = inv.select(pattern)
-    _check_devices(hosts)
+    hosts = _canonical_devices(inv.select(pattern))
     if artifact is not None:
         path = Path(artifact)
         if not path.is_file():
@@ -135,13 +135,15 @@ def bench(
         raise FleetError(result)
 
 
-def _check_devices(hosts: Any) -> None:
-    """Every `device:` must name a known profile (ConfigError lists the known ones)."""
-    from ramp_edge.devices import resolve_name
+def _canonical_devices(hosts: Any) -> tuple[Any, ...]:
+    """Each host's `device:` as its canonical profile id (ConfigError lists the known ones)."""
+    import dataclasses
 
-    for host in hosts:
-        if host.device:
-            resolve_name(host.device)
+    from ramp_edge.cli._common import resolve_device
+
+    return tuple(
+        dataclasses.replace(h, device=resolve_device(h.device)) if h.device else h for h in hosts
+    )
 
 
 def _export(model_ref: str, recipe_spec: str) -> Any:

@@ -35,16 +35,11 @@ KINDS = ("bench", "eval")
 
 
 def _rows(device: str | None, kind: str | None, host: str | None) -> list[Any]:
-    from ramp_edge.errors import ConfigError
+    from ramp_edge.cli._common import device_or_host_name
     from ramp_edge.store import Store
 
     if device is not None:
-        from ramp_edge.devices import resolve_name
-
-        try:  # a profile id or alias; hosts without a profile are stored under their name
-            device = resolve_name(device)
-        except ConfigError:
-            pass
+        device = device_or_host_name(device)
     with Store() as store:
         rows = store.results(kind=kind, device=device)
     if kind is None:

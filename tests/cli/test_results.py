@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from ramp_edge.bench.records import BenchResult, EvalResult
+from ramp_edge.results import BenchResult, EvalResult
 from ramp_edge.cli import main
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ramp_edge.bench.harness import build_task_payload, parse_agent_output
+from ramp_edge.agent_client import build_task_payload, parse_agent_output
 
 AGENT = Path(__file__).resolve().parents[2] / "agents" / "ramp_agent.py"
 
@@ -181,7 +181,7 @@ def test_allocation_failure_is_out_of_memory(stories_gguf):
 
 @pytest.mark.llama
 def test_eval_scores_pushed_task_items(tmp_path, stories_gguf):
-    from ramp_edge.bench.harness import agent_bundle
+    from ramp_edge.agent_client import agent_bundle
 
     for local, remote in agent_bundle():  # the layout the harness pushes
         target = tmp_path / remote.split("/", 2)[2]

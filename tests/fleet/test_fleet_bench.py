@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from fleetlib import MemoryCap, connect, profile_of, write_inventory
 
-from ramp_edge.bench.harness import BenchOptions, bench_fleet, deploy_to_host
+from ramp_edge.agent_client import BenchOptions
+from ramp_edge.pipeline import bench_fleet, deploy_to_host
 from ramp_edge.errors import DependencyError
 from ramp_edge.fleet.inventory import load_inventory
 from ramp_edge.store import Store
@@ -192,7 +193,7 @@ def test_out_of_memory_under_a_memory_cap_is_recorded(device_factory, stories_gg
                 bench_opts=BenchOptions(threads=1, n_prompt=8, n_gen=0, reps=1, ctx_size=1_000_000),
                 device="raspberry-pi-4-4gb",
             )
-            from ramp_edge.bench.harness import store_report
+            from ramp_edge.pipeline import store_report
 
             store_report(store, report)
             (row,) = store.results(kind="bench")
@@ -219,7 +220,7 @@ def test_missing_llama_cpp_on_device_is_a_clear_error(fleet, stories_gguf):
 
 @pytest.mark.slow
 def test_bootstrap_creates_a_venv_on_the_device(device_factory):
-    from ramp_edge.bench.harness import VENV_DIR, Agent, bootstrap
+    from ramp_edge.agent_client import VENV_DIR, Agent, bootstrap
 
     python = "/usr/bin/python3"
     if (
@@ -240,7 +241,7 @@ def test_bootstrap_creates_a_venv_on_the_device(device_factory):
 
 
 def test_agent_reply_is_parsed_over_ssh(fleet):
-    from ramp_edge.bench.harness import Agent
+    from ramp_edge.agent_client import Agent
 
     with connect(fleet[1]) as conn:
         agent = Agent(conn)

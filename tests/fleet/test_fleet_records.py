@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ramp_edge.bench.harness import AgentError, BenchOptions, parse_agent_output
-from ramp_edge.bench.records import BenchResult, EvalResult
+from ramp_edge.agent_client import AgentError, BenchOptions, parse_agent_output
+from ramp_edge.results import BenchResult, EvalResult
 
 AGENT_BENCH = {
     "threads": 2,
