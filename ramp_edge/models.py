@@ -28,12 +28,6 @@ from ramp_edge.fsutil import atomic_path, sha256_file
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_HF_ARCHS = {
-    "LlamaForCausalLM": "llama",
-    "MistralForCausalLM": "llama",  # llama.cpp runs mistral under the llama architecture
-    "Qwen2ForCausalLM": "qwen2",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class Wheel:

@@ -32,7 +32,7 @@ from ramp_edge.agent_client import (
     bootstrap,
     build_task_payload,
 )
-from ramp_edge.devices import LOCALHOST
+from ramp_edge.device.profiles import LOCALHOST
 from ramp_edge.errors import ArtifactError, DependencyError
 from ramp_edge.fleet.hosts import Host
 from ramp_edge.fleet.transport import PushResult, Transport
@@ -150,7 +150,7 @@ class DeployReport:
 
 def choose_budget(request: DeployRequest, source, profile) -> tuple[int, str, str]:
     """Budget in file bytes, which constraint binds, and why."""
-    from ramp_edge.budget import compute_budget, geometry_from_specs
+    from ramp_edge.device.budget import compute_budget, geometry_from_specs
 
     source_bytes = Path(source.path).stat().st_size
     if request.budget is not None:
@@ -185,7 +185,7 @@ def run_deploy(
     from ramp_edge.errors import ConfigError
     from ramp_edge.evaluate.perplexity import kl_divergence
     from ramp_edge.models import resolve
-    from ramp_edge.profiling import ensure_measured
+    from ramp_edge.device.profiling import ensure_measured
     from ramp_edge.quant.export import export_model
     from ramp_edge.source import open_source
     from ramp_edge.store import Store

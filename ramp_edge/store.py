@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ramp_edge import __version__, paths
-from ramp_edge.devices import DeviceProfile, MeasuredProfile, load_profile, resolve_name
+from ramp_edge.device.profiles import DeviceProfile, MeasuredProfile, load_profile, resolve_name
 from ramp_edge.errors import ArtifactError, RampEdgeError
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Predicted vs measured generation speed of SmolLM2-135M recipes on this machine.
 
-The latency model (`ramp_edge.budget.latency_model`) is fitted the way `ramp-edge profile` fits
-it: llama.cpp tg speed of the reference model quantized purely to Q8_0, Q5_0, Q4_1 and Q4_0.
+The latency model (`ramp_edge.device.budget.latency_model`) is fitted the way `ramp-edge
+profile` fits it: llama.cpp tg speed of the reference model quantized purely to Q8_0, Q5_0, Q4_1 and Q4_0.
 It then predicts recipes measured in *other* runs:
 
 - the four named recipes: uniform Q8_0, Q4_0, Q5_0 and the shipped Q4_1 source (Q4_1 + a Q8_0
@@ -30,16 +30,14 @@ import time
 from pathlib import Path
 
 from ramp_edge import paths
-from ramp_edge.budget import (
+from ramp_edge.device.budget import (
     DEFAULT_DECODE_EFFICIENCY,
     LatencyModel,
     fit_type_bandwidths,
     speed_factors,
 )
-from ramp_edge.devices import load_profile
-from ramp_edge.fsutil import atomic_write_json, atomic_write_text
-from ramp_edge.models import resolve
-from ramp_edge.profiling import (
+from ramp_edge.device.profiles import load_profile
+from ramp_edge.device.profiling import (
     bytes_read_per_token,
     host_facts,
     measure_copy_bandwidth,
@@ -48,6 +46,8 @@ from ramp_edge.profiling import (
     quantize_pure,
     read_gguf_tensors,
 )
+from ramp_edge.fsutil import atomic_write_json, atomic_write_text
+from ramp_edge.models import resolve
 from ramp_edge.quant.llamacpp import llama_quantize
 from ramp_edge.schema import wrap
 

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from ramp_edge import budget as b
-from ramp_edge.devices import DeviceProfile, MeasuredProfile, TypeSpeed, load_profile
+from ramp_edge.device import budget as b
+from ramp_edge.device.profiles import DeviceProfile, MeasuredProfile, TypeSpeed, load_profile
 from ramp_edge.errors import BudgetError, ConfigError
 from ramp_edge.models import ModelInfo
 from ramp_edge.source import TensorSpec

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ramp_edge import profiling
-from ramp_edge.budget import latency_model
-from ramp_edge.devices import load_profile
+from ramp_edge.device import profiling
+from ramp_edge.device.budget import latency_model
+from ramp_edge.device.profiles import load_profile
 from ramp_edge.errors import ArtifactError, ConfigError
 
 X86 = """processor\t: 0
@@ -131,7 +131,7 @@ def test_quantize_pure_rejects_bad_types(tmp_path):
 def test_probe_core_stays_agent_safe():
     """The probe imports no torch, transformers, gguf, rich or click."""
     code = (
-        "import sys, ramp_edge.profiling as p; p.host_facts(); "
+        "import sys, ramp_edge.device.profiling as p; p.host_facts(); "
         "heavy = {'torch','transformers','gguf','rich','click','paramiko'}; "
         "print(sorted(heavy & set(sys.modules)))"
     )

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from ramp_edge import store as store_mod
-from ramp_edge.devices import MeasuredProfile, TypeSpeed
+from ramp_edge.device.profiles import MeasuredProfile, TypeSpeed
 from ramp_edge.errors import ArtifactError, RampEdgeError
 from ramp_edge.store import MIGRATIONS, ResultRow, Store
 

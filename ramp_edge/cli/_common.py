@@ -33,7 +33,7 @@ def open_model(ref: str, tokenizer_from: str | None = None):
 
 def resolve_device(name: str) -> str:
     """A device profile id or alias -> the canonical profile id (ConfigError lists the known)."""
-    from ramp_edge.devices import resolve_name
+    from ramp_edge.device.profiles import resolve_name
 
     return resolve_name(name)
 

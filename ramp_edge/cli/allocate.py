@@ -86,7 +86,7 @@ def allocate(
     source = open_model(model)
     if max_ms_per_token is not None:
         from ramp_edge.allocate.api import allocate_for_latency
-        from ramp_edge.budget import latency_model
+        from ramp_edge.device.budget import latency_model
         from ramp_edge.store import Store
 
         latency = latency_model(Store().profile(device))

@@ -25,8 +25,8 @@ def devices(as_json: bool) -> None:
       ramp-edge devices
       ramp-edge devices --json
     """
-    from ramp_edge.budget import latency_model
-    from ramp_edge.devices import list_profiles
+    from ramp_edge.device.budget import latency_model
+    from ramp_edge.device.profiles import list_profiles
     from ramp_edge.store import Store
     from ramp_edge.ui import out_console
 

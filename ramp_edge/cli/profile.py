@@ -66,10 +66,10 @@ def profile(
       ramp-edge profile --device localhost
       ramp-edge profile --device raspberry-pi-5-8gb --types Q4_0,Q8_0 --json   # on the Pi
     """
-    from ramp_edge.budget import latency_model
-    from ramp_edge.devices import load_profile, normalize_arch, resolve_name
+    from ramp_edge.device.budget import latency_model
+    from ramp_edge.device.profiles import load_profile, normalize_arch, resolve_name
     from ramp_edge.errors import ConfigError, RampEdgeError
-    from ramp_edge.profiling import host_facts, profile_localhost
+    from ramp_edge.device.profiling import host_facts, profile_localhost
     from ramp_edge.store import Store
     from ramp_edge.ui import out_console, progress
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ramp_edge.devices import MeasuredProfile
+from ramp_edge.device.profiles import MeasuredProfile
 from ramp_edge.store import Store
 
 

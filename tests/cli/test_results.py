@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from ramp_edge.results import BenchResult, EvalResult
 from ramp_edge.cli import main
+from ramp_edge.results import BenchResult, EvalResult
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

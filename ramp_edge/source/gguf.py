@@ -1,13 +1,8 @@
-"""Read a model's weights and metadata, whatever the container (GGUF now, HF directory below).
-
-Tensors are addressed by their GGUF names (`blk.3.ffn_down.weight`) and shapes are ggml
-shapes (ne0 = row length first), the convention of llama.cpp, gguf-py and the recipes.
-"""
+"""`GGUFSource`: a GGUF file opened read-only (memory-mapped through gguf-py's reader)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -16,37 +11,9 @@ import numpy as np
 
 from ramp_edge.errors import ArtifactError
 from ramp_edge.models import ModelInfo, ResolvedModel
+from ramp_edge.source.base import KVField, TensorSpec
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class TensorSpec:
-    """One tensor of the source model."""
-
-    name: str
-    shape: tuple[int, ...]  # ggml order: shape[0] is the row length
-    source_type: str  # ggml type name in the source file
-
-    @property
-    def n_params(self) -> int:
-        return int(np.prod(self.shape))
-
-    @property
-    def row_length(self) -> int:
-        return self.shape[0]
-
-    @property
-    def n_rows(self) -> int:
-        return self.n_params // self.shape[0]
-
-
-@dataclass(frozen=True, slots=True)
-class KVField:
-    key: str
-    value: Any
-    vtype: Any  # gguf.GGUFValueType
-    sub_type: Any | None
 
 
 class GGUFSource:
@@ -159,15 +126,3 @@ class GGUFSource:
             n_vocab=len(tokens.data) if tokens is not None else 0,
             n_params=sum(s.n_params for s in self.specs),
         )
-
-
-def open_source(model: ResolvedModel, tokenizer_from: str | Path | None = None) -> GGUFSource:
-    """Open a resolved model for reading (GGUF; HF directories via ramp_edge.hf_source).
-
-    `tokenizer_from` (a GGUF of the same model) supplies the tokenizer of an HF directory.
-    """
-    if model.kind == "gguf":
-        return GGUFSource(model)
-    from ramp_edge.hf_source import HFSource
-
-    return HFSource(model, tokenizer_from)  # type: ignore[return-value]

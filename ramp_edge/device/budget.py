@@ -11,8 +11,8 @@ Latency. Generating one token reads every weight matrix once, so decode is memor
 
     seconds/token = sum over types t of bytes_read_t / bandwidth_t
 
-`bandwidth_t` is the device's *effective* decode bandwidth for type t (anchors.md section 4.5:
-the same bytes decode at different speeds per type because of repacked kernels). It comes, in
+`bandwidth_t` is the device's *effective* decode bandwidth for type t (the
+same bytes decode at different speeds per type because of repacked kernels). It comes, in
 order of preference, from llama.cpp speeds measured on the device per type (`ramp-edge
 profile`), from the profile's published reference throughput times a per-type factor, or, for an
 unmeasured localhost, from a copy-bandwidth probe times a decode efficiency. Fixed per-token
@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ramp_edge.devices import DeviceProfile
+from ramp_edge.device.profiles import DeviceProfile
 from ramp_edge.errors import BudgetError, ConfigError
 from ramp_edge.models import ModelInfo
 from ramp_edge.quant.catalogue import CATALOGUE, legal_types

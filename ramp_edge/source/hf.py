@@ -18,10 +18,17 @@ from typing import Any
 import numpy as np
 
 from ramp_edge.errors import ArtifactError, ConfigError, DependencyError
-from ramp_edge.models import SUPPORTED_HF_ARCHS, ModelInfo, ResolvedModel
-from ramp_edge.source import KVField, TensorSpec
+from ramp_edge.models import ModelInfo, ResolvedModel
+from ramp_edge.source.base import KVField, TensorSpec
 
 logger = logging.getLogger(__name__)
+
+# config.json "architectures"[0] -> GGUF general.architecture
+SUPPORTED_HF_ARCHS = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "llama",  # llama.cpp runs mistral under the llama architecture
+    "Qwen2ForCausalLM": "qwen2",
+}
 
 
 def _permute(w: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:

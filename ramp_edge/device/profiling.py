@@ -1,11 +1,10 @@
 """Measure a host into a `MeasuredProfile`: RAM, cores, CPU flags, copy bandwidth, llama.cpp speed.
 
-Agent-safe functions (marked `[agent-safe]`) import only the standard library, psutil, numpy
-(which llama-cpp-python itself requires) and llama_cpp, plus the stdlib-only modules
-`ramp_edge.quant.catalogue` and `ramp_edge.devices`, so the on-device agent can run the same
-probe on a Pi or a Jetson. Heavier helpers (model resolution) stay at the bottom, host side.
+This runs on the machine being profiled (`ramp-edge profile` on the device itself); the device
+agent (agents/ramp_agent.py) has its own probe and bench and does not import this module.
+Model resolution (which may download) stays at the bottom.
 
-Speeds follow llama-bench's conventions (anchors.md section 4.1): pp = one batch of n_prompt
+Speeds follow llama-bench's conventions: pp = one batch of n_prompt
 tokens, tg = n_gen single-token decodes from an empty context, both timed by llama.cpp's own
 performance counters (`llama_perf_context`, which excludes tokenization, sampling and Python
 overhead), after a warm-up; the median over repetitions is reported.
@@ -28,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ramp_edge import __version__
-from ramp_edge.devices import LOCALHOST, DeviceProfile, MeasuredProfile, TypeSpeed, normalize_arch
+from ramp_edge.device.profiles import LOCALHOST, DeviceProfile, MeasuredProfile, TypeSpeed, normalize_arch
 from ramp_edge.errors import ArtifactError, ConfigError, DependencyError, RampEdgeError
 from ramp_edge.quant.catalogue import BY_ID, CATALOGUE
 
@@ -67,7 +66,7 @@ FAST_OPTIONS = ProbeOptions(
 
 
 # ---------------------------------------------------------------------------------------------
-# Host facts [agent-safe]
+# Host facts
 
 # /proc/cpuinfo flag -> ramp-edge feature name (the names llama.cpp's system info uses, lower case)
 _X86_FLAGS = {
@@ -114,7 +113,7 @@ _DARWIN_FLAGS = {
 
 
 def parse_cpu_features(cpuinfo: str) -> tuple[str, ...]:
-    """[agent-safe] Normalized features from /proc/cpuinfo text (x86 `flags`, ARM `Features`)."""
+    """Normalized features from /proc/cpuinfo text (x86 `flags`, ARM `Features`)."""
     raw: set[str] = set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
@@ -138,7 +137,7 @@ def _darwin_sysctl(name: str) -> str:
 
 
 def cpu_features() -> tuple[str, ...]:
-    """[agent-safe] This host's CPU features (neon, dotprod, i8mm, avx2, avx512, ...)."""
+    """This host's CPU features (neon, dotprod, i8mm, avx2, avx512, ...)."""
     if platform.system() == "Darwin":
         return tuple(
             sorted(feat for key, feat in _DARWIN_FLAGS.items() if _darwin_sysctl(key) == "1")
@@ -152,7 +151,7 @@ def cpu_features() -> tuple[str, ...]:
 
 
 def cpu_model() -> str:
-    """[agent-safe] A human-readable CPU name."""
+    """A human-readable CPU name."""
     if platform.system() == "Darwin":
         return _darwin_sysctl("machdep.cpu.brand_string") or platform.processor()
     try:
@@ -168,7 +167,7 @@ def cpu_model() -> str:
 
 
 def physical_cores() -> int:
-    """[agent-safe] Physical cores usable by this process (llama.cpp's default thread count)."""
+    """Physical cores usable by this process (llama.cpp's default thread count)."""
     import psutil
 
     logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -177,7 +176,7 @@ def physical_cores() -> int:
 
 
 def llama_system_info() -> str:
-    """[agent-safe] llama.cpp's build features line ("CPU : AVX2 = 1 | ..."), or "" without it."""
+    """llama.cpp's build features line ("CPU : AVX2 = 1 | ..."), or "" without it."""
     try:
         import llama_cpp
     except ImportError:
@@ -195,7 +194,7 @@ def llama_cpp_version() -> str:
 
 
 def host_facts() -> dict[str, object]:
-    """[agent-safe] Cheap facts about this host: no benchmarks, returns in milliseconds."""
+    """Cheap facts about this host: no benchmarks, returns in milliseconds."""
     import psutil
 
     vm = psutil.virtual_memory()
@@ -216,7 +215,7 @@ def measure_copy_bandwidth(
     repeats: int = DEFAULT_OPTIONS.bandwidth_repeats,
     threads: int | None = None,
 ) -> float:
-    """[agent-safe] Memory bandwidth in bytes/s from a threaded numpy copy (best of `repeats`).
+    """Memory bandwidth in bytes/s from a threaded numpy copy (best of `repeats`).
 
     Counts read + write bytes, as STREAM's copy does. The buffer is capped at 1/8 of available
     RAM so the probe is safe on a 4 GB board. numpy releases the GIL while copying, so the
@@ -251,7 +250,7 @@ def measure_copy_bandwidth(
 
 
 # ---------------------------------------------------------------------------------------------
-# GGUF tensor table without gguf-py [agent-safe]
+# GGUF tensor table without gguf-py
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +277,7 @@ _SCALAR = {
 
 
 def read_gguf_tensors(path: str | os.PathLike[str]) -> list[GGUFTensorInfo]:
-    """[agent-safe] The tensor table of a GGUF file (names, shapes, types, byte sizes).
+    """The tensor table of a GGUF file (names, shapes, types, byte sizes).
 
     Parses the header per the GGUF spec (ggml/docs/gguf.md), skipping metadata values.
     """
@@ -342,7 +341,7 @@ def read_gguf_tensors(path: str | os.PathLike[str]) -> list[GGUFTensorInfo]:
 
 
 def bytes_read_per_token(tensors: Sequence[GGUFTensorInfo]) -> dict[str, int]:
-    """[agent-safe] Weight-matrix bytes one decoded token reads, per ggml type.
+    """Weight-matrix bytes one decoded token reads, per ggml type.
 
     Every 2-D+ tensor is read once per token by its matmul, except `token_embd` when the model
     has a separate `output.weight`: then the embedding is a row lookup (ggml_get_rows) that
@@ -359,7 +358,7 @@ def bytes_read_per_token(tensors: Sequence[GGUFTensorInfo]) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# llama.cpp speed [agent-safe]
+# llama.cpp speed
 
 
 def _require_llama():  # type: ignore[no-untyped-def]
@@ -380,7 +379,7 @@ def _require_llama():  # type: ignore[no-untyped-def]
 def quantize_pure(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], qtype: str, threads: int = 0
 ) -> Path:
-    """[agent-safe] Requantize a GGUF so every weight matrix has `qtype` (llama-quantize --pure).
+    """Requantize a GGUF so every weight matrix has `qtype` (llama-quantize --pure).
 
     Rows the type's block does not fit fall back as llama.cpp decides (tensor_type_fallback).
     Written to a `.partial` name and renamed, so a killed run leaves no half file.
@@ -458,7 +457,7 @@ def measure_llama_speed(
     repetitions: int = DEFAULT_OPTIONS.repetitions,
     n_threads: int | None = None,
 ) -> LlamaSpeed:
-    """[agent-safe] Prompt (pp) and generation (tg) speed of a GGUF with llama.cpp.
+    """Prompt (pp) and generation (tg) speed of a GGUF with llama.cpp.
 
     Each repetition: pp = one decode of `n_prompt` tokens; tg = `n_gen` one-token decodes
     from an empty cache (llama-bench's pp512/tg128, shorter). A warm-up pass first faults the
@@ -510,7 +509,7 @@ def measure_llama_speed(
 def type_speed(
     path: str | os.PathLike[str], qtype: str, model: str, speed: LlamaSpeed
 ) -> TypeSpeed:
-    """[agent-safe] A TypeSpeed record for a measured GGUF."""
+    """A TypeSpeed record for a measured GGUF."""
     tensors = read_gguf_tensors(path)
     return TypeSpeed(
         qtype=qtype,
@@ -535,7 +534,7 @@ def measure_type_speeds(
     n_threads: int | None = None,
     progress: ProgressFn = _no_progress,
 ) -> list[TypeSpeed]:
-    """[agent-safe] Quantize `reference` to each type (cached in `work_dir`) and time each file."""
+    """Quantize `reference` to each type (cached in `work_dir`) and time each file."""
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     out: list[TypeSpeed] = []
@@ -577,7 +576,7 @@ def measure_host(
     n_threads: int | None = None,
     progress: ProgressFn = _no_progress,
 ) -> MeasuredProfile:
-    """[agent-safe] Measure this host. Without `reference`, only host facts and bandwidth.
+    """Measure this host. Without `reference`, only host facts and bandwidth.
 
     Args:
         device: the profile id to store the measurement under.
@@ -636,7 +635,7 @@ def measure_host(
 
 
 # ---------------------------------------------------------------------------------------------
-# Host side (not agent-safe: resolves ramp-edge model names, may download)
+# Model resolution (resolves ramp-edge model names, may download)
 
 
 def quick_probe(device: str = LOCALHOST) -> MeasuredProfile:

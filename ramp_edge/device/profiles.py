@@ -35,10 +35,10 @@ _ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "x64": "x86_64"}
 
 def profiles_dir() -> Path:
     """The repository's `device_profiles/`, else the copy shipped inside the package."""
-    repo = Path(__file__).resolve().parents[1] / "device_profiles"
+    repo = Path(__file__).resolve().parents[2] / "device_profiles"
     if repo.is_dir():
         return repo
-    return Path(__file__).resolve().parent / "device_profiles"
+    return Path(__file__).resolve().parents[1] / "device_profiles"
 
 
 def normalize_arch(arch: str) -> str:
