@@ -189,7 +189,7 @@ class HFSource:
     def _tokenizer_fields(self) -> list[KVField]:
         if self.tokenizer_from is not None:
             from ramp_edge.models import resolve
-            from ramp_edge.source import GGUFSource
+            from ramp_edge.source.gguf import GGUFSource
 
             donor = GGUFSource(resolve(str(self.tokenizer_from)))
             return [kv for kv in donor.kv_fields() if kv.key.startswith("tokenizer.")]
