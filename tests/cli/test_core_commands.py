@@ -29,7 +29,7 @@ def test_help(invoke, args):
 def test_cli_import_stays_light():
     code = (
         "import sys, ramp_edge.cli; heavy = {'torch','transformers','gymnasium','stable_baselines3',"
-        "'llama_cpp','paramiko'} & set(sys.modules); print(sorted(heavy))"
+        "'llama_cpp','paramiko','ray'} & set(sys.modules); print(sorted(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
