@@ -1,4 +1,4 @@
-"""One interface over every allocation method: uniform | preset | greedy | knapsack | sac."""
+"""One interface over every allocation method: uniform | preset | greedy | knapsack | measured | sac."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from ramp_edge.allocate.sensitivity import (
     calibrate,
     measure_sensitivity,
 )
+from ramp_edge.allocate.search import SearchSettings, measured_search
 from ramp_edge.errors import BudgetError, ConfigError
+from ramp_edge.evaluate.assembled import EvalSettings
 from ramp_edge.quant.catalogue import CATALOGUE
 from ramp_edge.quant.export import plan_export
 from ramp_edge.quant.presets import IMATRIX_ADVISED, PRESETS
@@ -100,10 +102,20 @@ def allocate(
     imatrix_id: str | None = None,
     progress: ProgressFn | None = None,
     calibrate_roles: bool = True,
+    types: tuple[str, ...] | None = None,
+    search: SearchSettings | None = None,
+    eval_settings: EvalSettings | None = None,
 ) -> Recipe:
-    """Choose every tensor's type for `source` under `budget` with `method`."""
+    """Choose every tensor's type for `source` under `budget` with `method`.
+
+    Args:
+        types: candidate types (an allow-list for older llama.cpp builds); default all.
+        search: evaluation budget of the `measured` method.
+        eval_settings: the calibration tokens the `measured` method scores.
+    """
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    candidates = check_types(types)
     if method == "uniform":
         return _largest_fitting(source, [f"uniform:{t}" for t in UNIFORM_TYPES], budget, method)
     if method == "preset":
@@ -113,7 +125,9 @@ def allocate(
             if p not in ("F32", "BF16") and (imatrix is not None or p not in IMATRIX_ADVISED)
         ]
         return _largest_fitting(source, usable, budget, method, imatrix is not None)
-    table = measure_sensitivity(source, imatrix=imatrix, imatrix_id=imatrix_id, progress=progress)
+    table = measure_sensitivity(
+        source, candidates, imatrix=imatrix, imatrix_id=imatrix_id, progress=progress
+    )
     if calibrate_roles and getattr(source.model, "kind", "gguf") == "gguf":
         table = calibrate(source, table, progress=progress, imatrix=imatrix, imatrix_id=imatrix_id)
     target = budget.target_bytes(source.info.n_params)
@@ -128,6 +142,10 @@ def allocate(
     elif method == "knapsack":
         lo, _ = ks.min_max_bytes(table)
         choice = ks.allocate_knapsack(table, max(capacity, lo))
+    elif method == "measured":
+        return _measured(
+            source, table, budget, capacity, imatrix, imatrix_id, search, eval_settings, progress
+        )
     else:
         from ramp_edge.rl.sac import apply_policy
 
@@ -137,6 +155,63 @@ def allocate(
             policy = str(paths.data_dir() / "policies" / "default-smollm2.zip")
         return apply_policy(source, table, budget, policy)
     return fit_to_budget(source, table, choice, budget, method)
+
+
+def check_types(types: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The candidate allow-list, validated (unknown or non-allocatable names are refused)."""
+    if not types:
+        return DEFAULT_CANDIDATES
+    out = []
+    for name in types:
+        key = name.strip().upper()
+        if key not in CATALOGUE or not CATALOGUE[key].allocatable:
+            raise ConfigError(
+                f"unknown candidate type {name!r}; allocatable: "
+                + ", ".join(t for t, q in CATALOGUE.items() if q.allocatable)
+            )
+        out.append(key)
+    return tuple(dict.fromkeys(out))
+
+
+def _measured(
+    source,
+    table: SensitivityTable,
+    budget: Budget,
+    capacity: int,
+    imatrix: Mapping[str, np.ndarray] | None,
+    imatrix_id: str | None,
+    search: SearchSettings | None,
+    eval_settings: EvalSettings | None,
+    progress: ProgressFn | None,
+) -> Recipe:
+    """The knapsack, then the measured-quality search (ramp_edge.allocate.search)."""
+    import time
+
+    from ramp_edge.evaluate.assembled import AssembledEvaluator
+
+    start_time = time.perf_counter()
+    lo, _ = ks.min_max_bytes(table)
+    if capacity < lo:
+        return fit_to_budget(source, table, ks.allocate_knapsack(table, lo), budget, "measured")
+    evaluator = AssembledEvaluator(
+        source, imatrix=imatrix, variant=f"imatrix={imatrix_id}", settings=eval_settings or EvalSettings()
+    )
+    result = measured_search(
+        table, capacity, evaluator, settings=search or SearchSettings(), progress=progress
+    )
+    recipe = _recipe_from_types(source, ks.choice_types(table, result.choice), "measured", budget)
+    size = plan_export(source, recipe).size_bytes
+    if size > budget.target_bytes(source.info.n_params):  # cannot happen with an exact header
+        return fit_to_budget(source, table, result.choice, budget, "measured")
+    notes = {
+        "predicted_bytes": size,
+        "target_bytes": budget.target_bytes(source.info.n_params),
+        **result.summary(),
+        "model_runs": evaluator.model_runs,
+        "eval_tokens": f"{evaluator.settings.data} {evaluator.settings.n_chunks}x{evaluator.settings.n_ctx}",
+        "seconds": round(time.perf_counter() - start_time, 1),
+    }
+    return Recipe(recipe.model_id, recipe.allocation, "measured", str(budget), notes)
 
 
 def allocate_for_latency(

@@ -28,8 +28,8 @@ from ramp_edge.quant.presets import allows_quantization
 logger = logging.getLogger(__name__)
 ProgressFn = Callable[[float, float, str], None]
 
-# Candidate types the allocators consider: one per bit-width step, those llama.cpp runs fast
-# on CPUs. F16 is the escape hatch for rows no block type fits.
+# Candidate types the allocators consider, 8.5 down to 2.06 bits per weight. F16 is the
+# escape hatch for rows no block type fits.
 DEFAULT_CANDIDATES = (
     "Q8_0",
     "Q6_K",
@@ -41,10 +41,17 @@ DEFAULT_CANDIDATES = (
     "Q4_0",
     "IQ4_NL",
     "IQ4_XS",
+    "MXFP4",
     "Q3_K",
     "IQ3_S",
+    "IQ3_XXS",
     "Q2_K",
+    "IQ2_S",
+    "IQ2_XS",
+    "IQ2_XXS",
 )
+# Every allocatable type llama.cpp's CPU backend runs; `--types` narrows it for older builds.
+# IQ2_XS and IQ2_XXS are measured only with an importance matrix (ggml refuses them without).
 TABLE_VERSION = 2
 
 

@@ -41,6 +41,19 @@ from ramp_edge.cli._common import (
     type=click.Path(exists=True, dir_okay=False),
     help="Importance matrix weighting the error measurements.",
 )
+@click.option(
+    "--types",
+    "types_csv",
+    help="Candidate types, comma-separated (an allow-list for older llama.cpp builds), "
+    "e.g. Q8_0,Q6_K,Q4_K,Q4_0,Q3_K. Default: every type llama.cpp's CPU backend runs.",
+)
+@click.option(
+    "--max-evals",
+    type=click.IntRange(1, 10_000),
+    default=120,
+    show_default=True,
+    help="Method measured: model evaluations the search may spend (cached, resumable).",
+)
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the recipe JSON here.")
 @click.option(
     "--tensor-type-file",
@@ -57,6 +70,8 @@ def allocate(
     method: str,
     policy: str | None,
     imatrix: str | None,
+    types_csv: str | None,
+    max_evals: int,
     out: str | None,
     tensor_type_file: str | None,
     calibrate: bool,
@@ -71,6 +86,7 @@ def allocate(
     Examples:
       ramp-edge allocate smollm2-135m --budget 4.6bpw --out recipe.json
       ramp-edge allocate smollm2-135m --budget 80MB --method sac --json
+      ramp-edge allocate smollm2-135m --budget 4.4bpw --method measured --imatrix smol.imatrix.gguf
       ramp-edge allocate smollm2-135m --max-ms-per-token 12 --device raspberry-pi-5-8gb
       ramp-edge export smollm2-135m --recipe recipe.json --out smol-mix.gguf
     """
@@ -81,8 +97,13 @@ def allocate(
     from ramp_edge.quant.presets import category, layer_index
     from ramp_edge.ui import out_console, progress
 
+    from ramp_edge.allocate.api import check_types
+    from ramp_edge.allocate.search import SearchSettings
+
     if (budget is None) == (max_ms_per_token is None):
         raise click.UsageError("give exactly one of --budget and --max-ms-per-token")
+    types = check_types(tuple(t for t in (types_csv or "").split(",") if t.strip()) or None)
+    b = parse_budget(budget) if budget is not None else None
     source = open_model(model)
     if max_ms_per_token is not None:
         from ramp_edge.allocate.api import allocate_for_latency
@@ -102,7 +123,7 @@ def allocate(
         budget = f"{max_ms_per_token}ms/token"
         b = None
     else:
-        b = parse_budget(budget)
+        assert b is not None
         with progress("Allocating") as bar:
             recipe = run_allocate(
                 source,
@@ -113,6 +134,8 @@ def allocate(
                 imatrix_id=imatrix,
                 progress=bar,
                 calibrate_roles=calibrate,
+                types=types,
+                search=SearchSettings(max_evals=max_evals),
             )
     plan = plan_export(source, recipe)
     if out:
@@ -129,6 +152,7 @@ def allocate(
         "predicted_ms_per_token": recipe.notes.get("predicted_ms_per_token"),
         "bpw": round(plan.file_bpw, 4),
         "types": dict(recipe.type_counts()),
+        "evaluations": recipe.notes.get("evaluations", 0),
         "recipe": recipe.to_dict(),
         "out": out,
     }

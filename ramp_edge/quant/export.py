@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -229,15 +229,26 @@ def plan_export(
     )
 
 
+class EncodedCache(Protocol):
+    """Quantized bytes per (tensor, type), reused across exports of one source and setting."""
+
+    def get(self, name: str, qtype: str, encode: Callable[[], np.ndarray]) -> np.ndarray: ...
+
+
 def _tensor_bytes(
     source: Any,
     plan: TensorPlan,
     overrides: Mapping[str, np.ndarray],
     imatrix: Mapping[str, np.ndarray] | None,
+    cache: EncodedCache | None = None,
 ) -> np.ndarray:
     if plan.action == "copy":
         raw, _ = source.raw(plan.name)
         return np.ascontiguousarray(raw).view(np.uint8).reshape(-1)
+    if cache is not None:
+        return cache.get(
+            plan.name, plan.qtype, lambda: _tensor_bytes(source, plan, overrides, imatrix)
+        )
     values = overrides[plan.name] if plan.name in overrides else source.tensor(plan.name)
     matrix = np.asarray(values, dtype=np.float32).reshape(-1, plan.shape[0])
     qt = CATALOGUE[plan.qtype]
@@ -261,6 +272,7 @@ def export_model(
     imatrix: Mapping[str, np.ndarray] | None = None,
     overrides: Mapping[str, np.ndarray] | None = None,
     progress: ProgressFn | None = None,
+    cache: EncodedCache | None = None,
 ) -> ExportResult:
     """Write `source` quantized per `recipe` to the GGUF `out`, atomically.
 
@@ -271,6 +283,9 @@ def export_model(
         imatrix: GGUF tensor name -> importance per column (llama.cpp imatrix: in_sum2 / counts).
         overrides: GGUF tensor name -> float32 values replacing the source's (Scale Folding).
         progress: callback(done_bytes, total_bytes, description).
+        cache: reuses quantized tensors across exports (the measured search assembles hundreds
+            of files from the same few candidates per tensor); keyed by (tensor, type) only, so
+            one cache serves one (source, imatrix, overrides) setting.
 
     Returns:
         ExportResult; `result.plan.size_bytes` equals the file size.
@@ -289,7 +304,7 @@ def export_model(
         for t in plan.tensors:
             if progress:
                 progress(done, total, f"{t.name} -> {t.qtype}")
-            data = _tensor_bytes(source, t, overrides, imatrix)
+            data = _tensor_bytes(source, t, overrides, imatrix, cache)
             if data.nbytes != t.nbytes:
                 raise RampEdgeError(f"{t.name}: produced {data.nbytes} bytes, planned {t.nbytes}")
             writer.write_tensor_data(data)

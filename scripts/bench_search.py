@@ -1,0 +1,240 @@
+"""Benchmark the measured-quality search against llama.cpp presets and the knapsack.
+
+For each model and budget (strictly below the source file's size): the knapsack (+imatrix) and
+the measured search (+imatrix, evaluations on WikiText-2 *validation* tokens) are exported to
+real GGUFs and measured on WikiText-2 *test* tokens the search never saw (same 6x512 windows
+as bench/allocation.md), beside every llama.cpp preset and uniform type, with and without the
+importance matrix. Each row names the best anchor of equal or larger size. Anchors are
+measured once and kept in the JSON (a re-run reuses them). Writes bench/search.{json,md}.
+
+    .venv/bin/python scripts/bench_search.py --model smollm2-135m --budgets 4.0,4.4,4.6,5.0,5.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ramp_edge import paths, schema
+from ramp_edge.allocate.api import allocate
+from ramp_edge.allocate.budget import parse_budget
+from ramp_edge.allocate.search import SearchSettings
+from ramp_edge.errors import RampEdgeError
+from ramp_edge.evaluate.perplexity import kl_divergence
+from ramp_edge.features.imatrix import read_imatrix
+from ramp_edge.models import resolve
+from ramp_edge.quant.export import export_model
+from ramp_edge.recipe import build
+from ramp_edge.source import open_source
+
+PRESETS = [
+    "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M", "Q5_0", "Q5_K_S",
+    "Q5_K_M", "Q6_K", "Q8_0", "IQ4_NL", "IQ4_XS", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS",
+    "IQ2_M", "IQ2_S",
+]
+UNIFORM = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "MXFP4", "Q8_0"]
+CHUNKS = 6  # WikiText-2 test windows of 512 tokens, as bench/allocation
+
+
+def imatrix_for(model_ref: str) -> Path:
+    """The model's importance matrix from WikiText-2 validation (`ramp-edge features`), cached."""
+    path = paths.cache_dir("bench-imatrix") / f"{model_ref}.imatrix.gguf"
+    if not path.exists():
+        exe = Path(sys.executable).with_name("ramp-edge")
+        subprocess.run([str(exe), "features", model_ref, "--imatrix", str(path)], check=True,
+                       stdout=subprocess.DEVNULL)
+    return path
+
+
+def measure(source, recipe, model_path, imatrix, tmp) -> dict:
+    out = Path(tmp) / "candidate.gguf"
+    export_model(source, recipe, out, imatrix=imatrix)
+    kld = kl_divergence(out, model_path, n_chunks=CHUNKS)
+    size = out.stat().st_size
+    out.unlink()
+    return {
+        "bytes": size,
+        "bpw": round(size * 8 / source.info.n_params, 4),
+        "kld": round(kld.mean_kld, 6),
+        "ppl": round(kld.ppl_cand, 4),
+        "same_top_p": round(kld.same_top_p, 4),
+    }
+
+
+def measure_anchors(model_ref, source, model_path, imatrix, known: list[dict]) -> list[dict]:
+    have = {a["method"] for a in known}
+    out = list(known)
+    with tempfile.TemporaryDirectory() as tmp:
+        specs = [(p, False) for p in PRESETS] + [(f"uniform:{u}", False) for u in UNIFORM]
+        specs += [(p, True) for p in PRESETS] + [(f"uniform:{u}", True) for u in UNIFORM]
+        for spec, with_imat in specs:
+            label = spec + (" +imatrix" if with_imat else "")
+            if label in have:
+                continue
+            try:
+                recipe = build(source, spec, has_imatrix=with_imat)
+                m = measure(source, recipe, model_path, imatrix if with_imat else None, tmp)
+            except RampEdgeError as err:
+                print(f"skip anchor {label}: {err}", flush=True)
+                continue
+            row = {"model": model_ref, "method": label, **m}
+            print(json.dumps(row), flush=True)
+            out.append(row)
+    return out
+
+
+def best_anchor(anchors: list[dict], size: int, source_bytes: int) -> dict | None:
+    """Lowest-KLD anchor of equal or larger size (anchors at the source size or above excluded:
+    they are the source written back)."""
+    fair = [a for a in anchors if size <= a["bytes"] < source_bytes and a["kld"] > 0]
+    return min(fair, key=lambda a: a["kld"]) if fair else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", action="append", default=None)
+    ap.add_argument("--budgets", default="4.0,4.4,4.6,5.0,5.5")
+    ap.add_argument("--methods", default="knapsack,measured")
+    ap.add_argument("--max-evals", type=int, default=120)
+    ap.add_argument("--out", default="bench")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+    out = Path(args.out)
+    path = out / "search.json"
+    doc = (
+        json.loads(path.read_text())
+        if path.exists()
+        else schema.wrap("ramp-edge/bench", {"benchmark": "search", "chunks": CHUNKS})
+    )
+    doc.setdefault("anchors", {})
+    doc.setdefault("rows", [])
+    if not args.report_only:
+        for model_ref in args.model or ["smollm2-135m"]:
+            run_model(model_ref, args, doc, path)
+    write_report(doc, out)
+
+
+def save(doc: dict, path: Path) -> None:
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def run_model(model_ref: str, args, doc: dict, path: Path) -> None:
+    model = resolve(model_ref)
+    source = open_source(model)
+    source_bytes = Path(model.path).stat().st_size
+    imatrix_path = imatrix_for(model_ref)
+    imatrix = read_imatrix(imatrix_path)
+    doc["anchors"][model_ref] = measure_anchors(
+        model_ref, source, model.path, imatrix, doc["anchors"].get(model_ref, [])
+    )
+    doc.setdefault("source_bytes", {})[model_ref] = source_bytes
+    save(doc, path)
+    with tempfile.TemporaryDirectory() as tmp:
+        for budget in args.budgets.split(","):
+            b = parse_budget(budget if budget[-1].isalpha() else budget + "bpw")
+            if b.target_bytes(source.info.n_params) >= source_bytes:
+                print(f"skip {budget}: not below the source file's size", flush=True)
+                continue
+            for method in args.methods.split(","):
+                start = time.perf_counter()
+                try:
+                    recipe = allocate(
+                        source, b, method, imatrix=imatrix, imatrix_id=str(imatrix_path),
+                        search=SearchSettings(max_evals=args.max_evals),
+                    )
+                    seconds = time.perf_counter() - start
+                    m = measure(source, recipe, model.path, imatrix, tmp)
+                except RampEdgeError as err:
+                    print(f"skip {method}@{budget}: {err}", flush=True)
+                    continue
+                anchor = best_anchor(doc["anchors"][model_ref], m["bytes"], source_bytes)
+                kept = sum(
+                    1 for s in source.specs
+                    if recipe.types[s.name] == s.source_type and s.n_params > 1 << 16
+                    and len(s.shape) > 1
+                )
+                row = {
+                    "model": model_ref,
+                    "budget_bpw": b.value if b.kind == "bpw" else None,
+                    "bytes": m["bytes"],
+                    "method": method + " +imatrix",
+                    "kld": m["kld"],
+                    "ppl": m["ppl"],
+                    "best_anchor": anchor["method"] if anchor else None,
+                    "best_anchor_bytes": anchor["bytes"] if anchor else None,
+                    "best_anchor_kld": anchor["kld"] if anchor else None,
+                    "kld_vs_anchor": round(m["kld"] / anchor["kld"] - 1, 4) if anchor else None,
+                    "evaluations": recipe.notes.get("evaluations", 0),
+                    "calibration_kld": recipe.notes.get("best_kld"),
+                    "calibration_start_kld": recipe.notes.get("start_kld"),
+                    "tensors_at_source_type": kept,
+                    "seconds": round(seconds, 1),
+                }
+                print(json.dumps(row), flush=True)
+                doc["rows"] = [
+                    r for r in doc["rows"]
+                    if (r["model"], r["budget_bpw"], r["method"])
+                    != (row["model"], row["budget_bpw"], row["method"])
+                ] + [row]
+                save(doc, path)
+
+
+def write_report(doc: dict, out: Path) -> None:
+    lines = [
+        "# Measured-quality search",
+        "",
+        "Written by `scripts/bench_search.py` from bench/search.json. Every number is measured on the "
+        f"exported GGUF with llama.cpp on WikiText-2 **test** ({doc.get('chunks', CHUNKS)} windows of 512 "
+        "tokens, the tokens bench/allocation.md uses); the search itself only ever evaluated "
+        "WikiText-2 **validation** tokens. Reference = the dequantized source. Both methods use the "
+        "importance matrix from `ramp-edge features --imatrix` (WikiText-2 validation). The best "
+        "anchor is the lowest-KLD llama.cpp preset or uniform type, with or without that imatrix, "
+        "whose file is **at least as large** as ours and **smaller than the source file** (at the "
+        "source's size a preset is the source written back, KLD 0). `kept` counts weight tensors "
+        "left at the source's own type (copied bytes, no requantization error).",
+        "",
+    ]
+    for model in sorted({r["model"] for r in doc.get("rows", [])}):
+        rows = sorted(
+            (r for r in doc["rows"] if r["model"] == model),
+            key=lambda r: (r["budget_bpw"] or 0, r["method"]),
+        )
+        lines += [
+            f"## {model}",
+            "",
+            f"Source file: {doc.get('source_bytes', {}).get(model, 0):,} bytes.",
+            "",
+            "| budget | method | bytes | KLD (test) | PPL | best anchor ≥ size | its bytes | its KLD "
+            "| KLD vs anchor | KLD (calib.) start → end | evals | kept | seconds |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            vs = "" if r["kld_vs_anchor"] is None else f"{100 * r['kld_vs_anchor']:+.1f}%"
+            calib = (
+                f"{r['calibration_start_kld']:.4f} → {r['calibration_kld']:.4f}"
+                if r.get("calibration_kld") is not None else ""
+            )
+            lines.append(
+                f"| {r['budget_bpw']}bpw | {r['method']} | {r['bytes']:,} | {r['kld']:.4f} | "
+                f"{r['ppl']:.3f} | {r['best_anchor'] or '-'} | "
+                f"{(r['best_anchor_bytes'] or 0):,} | "
+                f"{'' if r['best_anchor_kld'] is None else format(r['best_anchor_kld'], '.4f')} | "
+                f"{vs} | {calib} | {r['evaluations']} | {r['tensors_at_source_type']} | "
+                f"{r['seconds']} |"
+            )
+        lines += ["", "Anchors measured:", "", "| anchor | bytes | KLD (test) | PPL |", "|---|---|---|---|"]
+        for a in sorted(doc["anchors"].get(model, []), key=lambda a: a["bytes"]):
+            lines.append(f"| {a['method']} | {a['bytes']:,} | {a['kld']:.4f} | {a['ppl']:.3f} |")
+        lines.append("")
+    (out / "search.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""The fast evaluator: its KLD is the exported GGUF's KLD, cached and resumable."""
+
+from __future__ import annotations
+
+import pytest
+
+from ramp_edge.evaluate.assembled import AssembledEvaluator, EncodedTensors, EvalSettings
+from ramp_edge.evaluate.perplexity import kl_divergence
+from ramp_edge.models import ResolvedModel
+from ramp_edge.quant.export import export_model
+from ramp_edge.recipe import Recipe
+from ramp_edge.source import open_source
+
+pytestmark = pytest.mark.llama
+SETTINGS = EvalSettings(data="wikitext2-valid", n_ctx=64, n_chunks=2)
+
+
+@pytest.fixture
+def source(tiny_kquant_gguf):
+    return open_source(ResolvedModel("tiny-k", "gguf", tiny_kquant_gguf))
+
+
+def _mixed(source, low: str, high: str) -> dict[str, str]:
+    types = {}
+    for i, s in enumerate(source.specs):
+        if len(s.shape) > 1:
+            types[s.name] = low if i % 2 else high
+    return types
+
+
+def test_evaluator_kld_equals_the_exported_files(source, tmp_path):
+    ev = AssembledEvaluator(source, settings=SETTINGS)
+    for low, high in (("Q2_K", "Q4_K"), ("IQ4_NL", "Q8_0")):
+        types = _mixed(source, low, high)
+        got = ev.evaluate(types)
+        full = tuple((s.name, types.get(s.name, s.source_type)) for s in source.specs)
+        out = tmp_path / f"{low}.gguf"
+        export_model(source, Recipe("tiny-k", full, "test"), out)
+        want = kl_divergence(out, source.path, data=SETTINGS.data, n_ctx=64, n_chunks=2)
+        assert got.mean_kld == pytest.approx(want.mean_kld, rel=1e-6, abs=1e-9)
+        assert got.size_bytes == out.stat().st_size
+        assert got.mean_kld > 0 and not got.cached
+    assert ev.model_runs == 2
+
+
+def test_evaluations_are_cached_on_disk_and_tensors_reused(source):
+    tensors = EncodedTensors()
+    ev = AssembledEvaluator(source, settings=SETTINGS, cache=tensors)
+    a = _mixed(source, "Q3_K", "Q6_K")
+    first = ev.evaluate(a)
+    b = dict(a)
+    name = next(iter(b))
+    b[name] = "Q8_0"
+    ev.evaluate(b)
+    n_quantized = len(a)
+    assert tensors.encoded == n_quantized + 1  # the second file re-encoded one tensor only
+    again = AssembledEvaluator(source, settings=SETTINGS)  # a new process resumes
+    hit = again.evaluate(a)
+    assert hit.cached and again.model_runs == 0
+    assert hit.mean_kld == pytest.approx(first.mean_kld)
+    other = AssembledEvaluator(source, settings=EvalSettings(data="wikitext2-valid", n_ctx=64,
+                                                             n_chunks=1))
+    assert other.cached(a) is None  # another setting never reads these results
