@@ -23,7 +23,7 @@ ALL_TASKS = "arc_easy,arc_challenge,piqa,hellaswag,winogrande,boolq"
     "task_spec",
     default=ALL_TASKS,
     show_default=True,
-    help="Comma-separated task names, or 'all'.",
+    help="Comma-separated built-in task names, 'all', or task files (lm-eval YAML or JSONL).",
 )
 @click.option(
     "--limit",
@@ -48,17 +48,23 @@ ALL_TASKS = "arc_easy,arc_challenge,piqa,hellaswag,winogrande,boolq"
 def tasks(
     model: str, task_spec: str, limit: int | None, n_ctx: int, threads: int | None, as_json: bool
 ) -> None:
-    """Zero-shot accuracy on ARC, PIQA, HellaSwag, WinoGrande and BoolQ.
+    """Multiple-choice accuracy: ARC, PIQA, HellaSwag, WinoGrande, BoolQ or your own task.
 
     MODEL is a built-in model name or a .gguf file. Prompts, acc and acc_norm
     (log-likelihood divided by the answer's length in characters) follow
     lm-evaluation-harness, so numbers are comparable with `lm_eval` at the same
-    --limit. The task data ships with ramp-edge; nothing is downloaded.
+    --limit. The built-in tasks ship with ramp-edge; nothing is downloaded.
+
+    A task of your own is a file: the multiple-choice subset of lm-eval's YAML
+    task format (local data via dataset_path: json and dataset_kwargs.data_files,
+    Jinja-style doc_to_text/doc_to_choice/doc_to_target, acc/acc_norm,
+    num_fewshot with lm-eval's seed), or JSONL lines of {"context", "choices",
+    "label"}.
 
     \b
     Example:
       ramp-edge eval tasks smollm2-135m --tasks arc_easy,piqa --limit 200
-      ramp-edge eval tasks model.gguf --tasks all --json > tasks.json
+      ramp-edge eval tasks model.gguf --tasks my_task.yaml,plain.jsonl --json
     """
     from ramp_edge import models
     from ramp_edge.errors import ConfigError

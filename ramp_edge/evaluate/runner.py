@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Mapping, Protocol, Sequence, Tuple, runtime_checkable
 
 logger = logging.getLogger(__name__)
 
 # (context, continuation) -> (sum of continuation-token log-probabilities in nats, is_greedy)
-Request = tuple[str, str]
-LoglikResult = tuple[float, bool]
+# typing aliases, not tuple[...]: this module runs on the device's Python >= 3.8
+Request = Tuple[str, str]
+LoglikResult = Tuple[float, bool]
 
 
 @runtime_checkable

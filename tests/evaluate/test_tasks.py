@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import ast
-import bz2
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -16,22 +16,15 @@ import pytest
 from ramp_edge.errors import ArtifactError, ConfigError
 from ramp_edge.evaluate.runner import FakeRunner, Runner
 from ramp_edge.evaluate.tasks import (
-    TASKS,
     Item,
     TaskResult,
-    arc_doc_to_item,
-    boolq_doc_to_item,
+    builtin_task_names,
     evaluate_items,
     evaluate_tasks,
     get_task,
-    hellaswag_doc_to_item,
     mean_stderr,
     parse_task_names,
-    piqa_doc_to_item,
     score_item,
-    split_hellaswag_ctx,
-    winogrande_doc_to_item,
-    winogrande_from_partial,
 )
 
 FIXTURES = Path(__file__).resolve().parents[1] / "data" / "tasks"
@@ -85,18 +78,6 @@ def test_arc_prompts_match_lm_eval() -> None:
     assert challenge.requests[2][1] == " Planetary days will become shorter."
 
 
-def test_arc_doc_to_item_from_hf_row() -> None:
-    doc = {
-        "question": "2+2?",
-        "choices": {"text": ["3", "4"], "label": ["A", "B"]},
-        "answerKey": "B",
-    }
-    item = arc_doc_to_item(doc)
-    assert item.requests == (("Question: 2+2?\nAnswer:", " 3"), ("Question: 2+2?\nAnswer:", " 4"))
-    assert item.gold == 1
-    assert item.choice_chars == (1, 1)
-
-
 def test_piqa_prompts_match_lm_eval() -> None:
     items = load("piqa")
     context = "Question: How do I ready a guinea pig cage for it's new occupants?\nAnswer:"
@@ -107,7 +88,8 @@ def test_piqa_prompts_match_lm_eval() -> None:
     )
     assert items[0].requests[1][0] == context
     assert [item.gold for item in items] == [
-        int(x) for x in (FIXTURES / "piqa" / "valid-labels.lst").read_text().split()
+        json.loads(line)["label"]
+        for line in (FIXTURES / "piqa" / "validation.jsonl").read_text().splitlines()
     ]
     # second item: raw strings kept, trailing and double spaces included (as the HF rows)
     assert items[1].requests == (
@@ -115,10 +97,6 @@ def test_piqa_prompts_match_lm_eval() -> None:
         ("Question: dresser\nAnswer:", " finish, woodgrain with  bobby pin "),
     )
     assert items[1].gold == 1
-    assert piqa_doc_to_item({"goal": "g", "sol1": "a", "sol2": "bb", "label": 1}).choice_chars == (
-        1,
-        2,
-    )
 
 
 def test_hellaswag_prompts_match_lm_eval() -> None:
@@ -150,38 +128,6 @@ def test_hellaswag_prompts_match_lm_eval() -> None:
     assert wikihow.gold == 1
 
 
-def test_hellaswag_doc_to_item_from_hf_row() -> None:
-    doc = {
-        "activity_label": "Removing ice from car",
-        "ctx_a": "Then, the man writes over the snow covering the window of a car. [title] a woman",
-        "ctx_b": "wearing winter clothes",
-        "endings": [" [step] smiles. ", "laughs  loudly."],
-        "label": "0",
-    }
-    item = hellaswag_doc_to_item(doc)
-    context = (
-        "Removing ice from car: Then, the man writes over the snow covering the window of a "
-        "car.. a woman Wearing winter clothes"
-    )
-    # lm-eval strips before removing "[step]", so that ending keeps a leading space
-    assert item.requests == ((context, "  smiles."), (context, " laughs loudly."))
-    assert item.gold == 0
-
-
-@pytest.mark.parametrize(
-    ("ctx", "expected"),
-    [
-        ("A man is sitting on a roof. he", ("A man is sitting on a roof.", "he")),
-        ("A boy runs. The boy jumps. the boy", ("A boy runs. The boy jumps.", "the boy")),
-        ("How to cook. Boil water. Add salt.", ("How to cook. Boil water. Add salt.", "")),
-        ("1 a guy plays. 2 a guy", ("1 a guy plays. 2 a guy", "")),
-        ("no full stop here", ("no full stop here", "")),
-    ],
-)
-def test_split_hellaswag_ctx(ctx: str, expected: tuple[str, str]) -> None:
-    assert split_hellaswag_ctx(ctx) == expected
-
-
 def test_winogrande_prompts_match_lm_eval() -> None:
     items = load("winogrande")
     assert items[0].requests == (
@@ -196,40 +142,6 @@ def test_winogrande_prompts_match_lm_eval() -> None:
     )
 
 
-def test_winogrande_doc_to_item_is_partial_scoring() -> None:
-    doc = {
-        "sentence": "The trophy doesn't fit into the brown suitcase because the _ is too large.",
-        "option1": "trophy",
-        "option2": "suitcase",
-        "answer": "1",
-    }
-    item = winogrande_doc_to_item(doc)
-    assert item.requests == (
-        ("The trophy doesn't fit into the brown suitcase because the trophy", " is too large."),
-        ("The trophy doesn't fit into the brown suitcase because the suitcase", " is too large."),
-    )
-    assert item.gold == 0
-    assert item.choice_chars == (65, 67)  # lm-eval's choices are the partial contexts
-
-
-@pytest.mark.parametrize(
-    ("options", "continuation"),
-    [
-        (["Tom likes it because Tom", "Tom likes it because Tim"], "is kind."),
-        (["Tom", "Tim"], "was happy."),  # blank at the start of the sentence
-        (["He fed the cat food", "He fed the cat toy"], "to the cat."),
-        (["We saw the man", "We saw the man's wife"], "run."),  # one option prefixes the other
-    ],
-)
-def test_winogrande_from_partial_round_trips(options: list[str], continuation: str) -> None:
-    sentence, option1, option2 = winogrande_from_partial(options, continuation)
-    item = winogrande_doc_to_item(
-        {"sentence": sentence, "option1": option1, "option2": option2, "answer": "2"}
-    )
-    assert [c for c, _ in item.requests] == options
-    assert {cont for _, cont in item.requests} == {" " + continuation}
-
-
 def test_boolq_prompts_match_lm_eval() -> None:
     items = load("boolq")
     context = (
@@ -241,21 +153,6 @@ def test_boolq_prompts_match_lm_eval() -> None:
     assert items[0].gold == 1
     assert [item.gold for item in items] == [1, 1, 1, 0, 0]
     assert items[0].choice_chars == (2, 3)
-    assert boolq_doc_to_item({"passage": "P", "question": "q", "label": 0}).requests[0] == (
-        "P\nQuestion: q?\nAnswer:",
-        " no",
-    )
-
-
-def test_metrics_per_task_follow_lm_eval_yaml() -> None:
-    assert {name: task.metrics for name, task in TASKS.items()} == {
-        "arc_easy": ("acc", "acc_norm"),
-        "arc_challenge": ("acc", "acc_norm"),
-        "piqa": ("acc", "acc_norm"),
-        "hellaswag": ("acc", "acc_norm"),
-        "winogrande": ("acc",),
-        "boolq": ("acc",),
-    }
 
 
 # --------------------------------------------------------------------------- scoring math
@@ -317,12 +214,12 @@ def test_evaluate_tasks_all_fixture_tasks() -> None:
     results = evaluate_tasks(
         FakeRunner(), "all", progress=lambda d, t, s: seen.append((d, t, s)), data_dir=FIXTURES
     )
-    assert [r.task for r in results] == list(TASKS)
+    assert [r.task for r in results] == builtin_task_names()
     assert all(r.n == 5 and r.version >= 1 for r in results)
     by_task = {r.task: r for r in results}
     assert by_task["winogrande"].acc_norm is None and by_task["boolq"].acc_norm_stderr is None
     assert by_task["piqa"].acc_norm is not None
-    assert seen[-1] == (30, 30, "boolq")
+    assert seen[-1] == (30, 30, "winogrande")
     assert [d for d, _, _ in seen] == sorted(d for d, _, _ in seen)
     again = evaluate_tasks(FakeRunner(), "all", data_dir=FIXTURES)
     assert [(r.acc, r.acc_norm) for r in again] == [(r.acc, r.acc_norm) for r in results]
@@ -353,19 +250,12 @@ def test_task_result_round_trips() -> None:
     ]
 
 
-def test_packaged_data_loads_every_full_split() -> None:
-    data = REPO / "ramp_edge" / "data" / "tasks"
-    for task in TASKS.values():
-        assert (data / task.source / "SOURCE.md").is_file()
-        assert len(task.load()) == task.n_docs
-
-
 # --------------------------------------------------------------------------- bad inputs
 
 
 def test_unknown_task_names_the_known_ones() -> None:
     with pytest.raises(
-        ConfigError, match=r"unknown task 'arc_eazy'; known: arc_easy, arc_challenge"
+        ConfigError, match=r"unknown task 'arc_eazy'; known: arc_challenge, arc_easy, boolq"
     ):
         parse_task_names("arc_eazy,piqa")
     with pytest.raises(ConfigError, match="no task given"):
@@ -379,99 +269,6 @@ def test_unknown_task_names_the_known_ones() -> None:
 def test_bad_limit(limit: object) -> None:
     with pytest.raises(ConfigError, match="limit must be a positive integer"):
         evaluate_tasks(FakeRunner(), "piqa", limit=limit, data_dir=FIXTURES)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def data_copy(tmp_path: Path) -> Path:
-    target = tmp_path / "tasks"
-    shutil.copytree(FIXTURES, target)
-    return target
-
-
-def replace_line(path: Path, line_no: int, text: str) -> None:
-    lines = path.read_text().splitlines()
-    lines[line_no - 1] = text
-    path.write_text("\n".join(lines) + "\n")
-
-
-def test_missing_data_file(data_copy: Path) -> None:
-    (data_copy / "boolq" / "val.jsonl").unlink()
-    with pytest.raises(ArtifactError, match=r"boolq/val\.jsonl: task data file is missing"):
-        load("boolq", data_dir=data_copy)
-
-
-def test_malformed_json_names_file_and_line(data_copy: Path) -> None:
-    replace_line(data_copy / "arc" / "ARC-Easy-Test.jsonl", 3, '{"id": "x", "question": ')
-    with pytest.raises(ArtifactError, match=r"ARC-Easy-Test\.jsonl:3: not valid JSON") as err:
-        load("arc_easy", data_dir=data_copy)
-    assert "\n" not in str(err.value)
-    assert len(load("arc_easy", 2, data_copy)) == 2  # lines before the bad one still load
-
-
-def test_arc_answer_key_not_among_labels(data_copy: Path) -> None:
-    path = data_copy / "arc" / "ARC-Challenge-Test.jsonl"
-    row = json.loads(path.read_text().splitlines()[1])
-    row["answerKey"] = "Z"
-    replace_line(path, 2, json.dumps(row))
-    with pytest.raises(
-        ArtifactError, match=r"ARC-Challenge-Test\.jsonl:2: malformed arc_challenge"
-    ):
-        load("arc_challenge", data_dir=data_copy)
-
-
-def test_arc_missing_field(data_copy: Path) -> None:
-    replace_line(data_copy / "arc" / "ARC-Easy-Test.jsonl", 1, '{"id": "x", "answerKey": "A"}')
-    with pytest.raises(ArtifactError, match=r"ARC-Easy-Test\.jsonl:1: malformed ARC row"):
-        load("arc_easy", data_dir=data_copy)
-
-
-def test_piqa_labels_short_or_bad(data_copy: Path) -> None:
-    labels = data_copy / "piqa" / "valid-labels.lst"
-    labels.write_text("0\n1\n0\n")
-    with pytest.raises(ArtifactError, match=r"valid-labels\.lst:4: missing label"):
-        load("piqa", data_dir=data_copy)
-    labels.write_text("0\n1\n2\n0\n0\n")
-    with pytest.raises(ArtifactError, match=r"valid-labels\.lst:3: label must be 0 or 1"):
-        load("piqa", data_dir=data_copy)
-
-
-def test_hellaswag_bad_gold_and_truncated_item(data_copy: Path) -> None:
-    path = data_copy / "hellaswag" / "hellaswag_val_full.txt.bz2"
-    lines = bz2.open(path, "rt", encoding="utf-8").read().splitlines()
-    lines[7] = "7"  # gold of the second item (line 8)
-    with bz2.open(path, "wt", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-    with pytest.raises(
-        ArtifactError, match=r"hellaswag_val_full\.txt\.bz2:8: gold label must be 0-3"
-    ):
-        load("hellaswag", data_dir=data_copy)
-    with bz2.open(path, "wt", encoding="utf-8") as handle:
-        handle.write("\n".join(lines[:6] + lines[12:15]) + "\n")
-    with pytest.raises(ArtifactError, match=r"bz2:7: truncated item \(3 of 6 lines\)"):
-        load("hellaswag", data_dir=data_copy)
-    path.write_bytes(b"not bzip2")
-    with pytest.raises(ArtifactError, match="unreadable task data file"):
-        load("hellaswag", data_dir=data_copy)
-
-
-def test_winogrande_and_boolq_bad_rows(data_copy: Path) -> None:
-    replace_line(
-        data_copy / "winogrande" / "winogrande.jsonl",
-        2,
-        '{"context_options": ["a"], "continuation": "b", "gold": 0}',
-    )
-    with pytest.raises(ArtifactError, match=r"winogrande\.jsonl:2: malformed WinoGrande row"):
-        load("winogrande", data_dir=data_copy)
-    replace_line(
-        data_copy / "boolq" / "val.jsonl", 5, '{"passage": "p", "question": "q", "label": "maybe"}'
-    )
-    with pytest.raises(ArtifactError, match=r"val\.jsonl:5: label must be true/false"):
-        load("boolq", data_dir=data_copy)
-    replace_line(data_copy / "boolq" / "val.jsonl", 5, '{"passage": "p", "label": "true"}')
-    with pytest.raises(
-        ArtifactError, match=r"val\.jsonl:5: malformed boolq document \(missing field 'question'\)"
-    ):
-        load("boolq", data_dir=data_copy)
 
 
 def test_item_invariants() -> None:
@@ -489,13 +286,9 @@ ALLOWED_IMPORTS = {
     "runner.py": {"__future__", "hashlib", "logging", "collections", "typing"},
     "tasks.py": {
         "__future__",
-        "bz2",
-        "json",
         "logging",
         "math",
-        "re",
         "time",
-        "collections",
         "dataclasses",
         "pathlib",
         "typing",
@@ -521,7 +314,8 @@ def test_device_modules_import_only_stdlib_numpy_llama(module: str) -> None:
     """tasks/runner/loglik ship to devices: no torch, no rich, no other ramp_edge modules."""
     tree = ast.parse((REPO / "ramp_edge" / "evaluate" / module).read_text())
     names: set[str] = set()
-    for node in ast.walk(tree):
+    # module level only: tasks.py's host-side lookups import taskfile (PyYAML) inside functions
+    for node in tree.body:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
@@ -630,7 +424,7 @@ def test_cli_table_and_json_with_a_fake_scorer(fake_gguf: Path) -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["schema"] == "ramp-edge/eval" and doc["limit"] is None
-    assert doc["results"][0]["n"] == TASKS["winogrande"].n_docs
+    assert doc["results"][0]["n"] == get_task("winogrande").n_docs
     assert doc["results"][0]["acc_norm"] is None
 
 
@@ -740,3 +534,30 @@ def test_cli_json_on_smollm2() -> None:
     assert doc["schema"] == "ramp-edge/eval" and doc["evaluation"] == "tasks"
     assert [r["task"] for r in doc["results"]] == ["winogrande", "boolq"]
     assert all(r["n"] == 2 for r in doc["results"])
+
+
+def _python38() -> str | None:
+    candidates = [str(p) for p in sorted(Path.home().glob(".pyenv/versions/3.8*/bin/python"))]
+    candidates += [found] if (found := shutil.which("python3.8")) else []
+    for python in candidates:  # a pyenv shim exists even where 3.8 is not installed
+        if subprocess.run([python, "-c", "pass"], capture_output=True).returncode == 0:
+            return python
+    return None
+
+
+def test_device_modules_import_under_python_38(tmp_path: Path) -> None:
+    """tasks.py and runner.py run on JetPack 5's Python 3.8 (numpy stubbed: only the syntax and
+    module-level typing matter here)."""
+    python = _python38()
+    if python is None:
+        pytest.skip("no Python 3.8 interpreter here")
+    (tmp_path / "numpy.py").write_text("")
+    code = (
+        "import ramp_edge.evaluate.tasks as t, ramp_edge.evaluate.runner as r; "
+        "t.Item(requests=(('a', ' b'), ('a', ' c')), gold=1, choice_chars=(1, 1)); "
+        "print(t.TaskInfo('x', 1).metrics, r.FakeRunner().loglikelihood([('a', ' b')])[0][1])"
+    )
+    env = {"PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}", "PATH": os.environ.get("PATH", "")}
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "('acc', 'acc_norm') False"
