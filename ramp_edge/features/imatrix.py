@@ -9,12 +9,22 @@ and read by `common/imatrix-loader.cpp` (`common_imatrix_load`), llama.cpp 0c1e5
   tokens of x_j^2) and `<name>.counts` F32 [1, 1] (the number of tokens, read back with lround).
 - the quantizer's importance vector is in_sum2 / counts = E[x_j^2] (1.0 where counts is 0).
 
-As llama-imatrix does by default, `token_embd.weight` (a row lookup) is not written.
+As llama-imatrix does by default, `token_embd.weight` (a row lookup) is not written. Newer
+llama-imatrix also writes `<name>.in_sum` (sums of x_j); it does not enter the quantizer and is
+ignored here.
+
+`read_imatrix` also reads the legacy `.dat` format (`llama-imatrix --output-format dat`, the only
+format before llama.cpp b6120; `IMatrixCollector::save_imatrix_legacy`), told apart by the GGUF
+magic. Little-endian int32 `n_entries`, then per entry int32 name length, the name, int32 `ncall`,
+int32 `nval` and `nval` float32 of `(in_sum2 / count) * ncall`; then int32 chunk count, int32
+length and the dataset name. The importance is `value / ncall`, as llama-quantize's
+`load_legacy_imatrix` computes it.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -106,14 +116,79 @@ def write_imatrix(
 
 
 def read_imatrix(path: str | Path) -> dict[str, np.ndarray]:
-    """Read an imatrix GGUF: GGUF weight name -> in_sum2 / counts (float32, one per column).
+    """Read a llama.cpp imatrix, GGUF or legacy `.dat`: weight name -> E[x_j^2] per column.
+
+    Returns:
+        GGUF weight name -> float32 vector of length n_per_row (times the expert count for
+        3-D expert weights): in_sum2 / counts.
 
     Raises:
-        ArtifactError: not a GGUF imatrix, or in_sum2 without counts.
+        ArtifactError: missing file, not an imatrix, truncated or inconsistent entries.
     """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+    except OSError as err:
+        raise ArtifactError(f"cannot read imatrix {path}: {err.strerror}") from None
+    if magic == b"GGUF":
+        return _read_gguf(path)
+    return read_imatrix_legacy(path)
+
+
+def read_imatrix_legacy(path: str | Path) -> dict[str, np.ndarray]:
+    """Read the legacy `.dat` imatrix (see the module docstring): name -> value / ncall.
+
+    Raises:
+        ArtifactError: truncated or malformed file (the message names the entry).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    pos = 0
+
+    def take(n: int, what: str) -> bytes:
+        nonlocal pos
+        if n < 0 or pos + n > len(data):
+            raise ArtifactError(
+                f"{path} is not a llama.cpp imatrix (GGUF or legacy .dat): truncated at {what}"
+            )
+        chunk = data[pos : pos + n]
+        pos += n
+        return chunk
+
+    def int32(what: str) -> int:
+        return struct.unpack("<i", take(4, what))[0]
+
+    n_entries = int32("the entry count")
+    if not 0 < n_entries < 1_000_000:
+        raise ArtifactError(
+            f"{path} is not a llama.cpp imatrix (GGUF or legacy .dat): {n_entries} entries"
+        )
+    out: dict[str, np.ndarray] = {}
+    for index in range(n_entries):
+        length = int32(f"entry {index}")
+        if not 0 < length < 4096:
+            raise ArtifactError(f"{path}: entry {index}: bad name length {length}")
+        try:
+            name = take(length, f"entry {index}").decode("utf-8")
+        except UnicodeDecodeError:
+            raise ArtifactError(f"{path}: entry {index}: name is not UTF-8") from None
+        ncall = int32(name)
+        nval = int32(name)
+        values = np.frombuffer(take(4 * nval, name), dtype="<f4").astype(np.float32)
+        if not np.all(np.isfinite(values)):
+            raise ArtifactError(f"{path}: {name}: non-finite importance values")
+        out[name] = values / np.float32(ncall) if ncall > 0 else values
+    # trailer: chunk count and dataset name; older files may end before it
+    if pos + 4 <= len(data):
+        chunks = int32("the chunk count")
+        logger.debug("%s: legacy imatrix, %d entries, %d chunks", path, len(out), chunks)
+    return out
+
+
+def _read_gguf(path: Path) -> dict[str, np.ndarray]:
     from gguf import GGUFReader
 
-    path = Path(path)
     try:
         reader = GGUFReader(path, "r")
     except Exception as err:  # gguf raises ValueError/struct.error on foreign bytes

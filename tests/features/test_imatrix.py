@@ -149,3 +149,104 @@ def test_stats_load_rejects_garbage(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(ArtifactError):
         CalibrationStats.load(bad)
+
+
+# --------------------------------------------------------------------------- llama.cpp's own tools
+
+
+def llama_tool(name: str) -> Path:
+    """A llama.cpp tool installed with llama-cpp-python (site-packages/bin), else skip."""
+    import sysconfig
+
+    path = Path(sysconfig.get_paths()["purelib"]) / "bin" / name
+    if not path.is_file():
+        pytest.skip(f"{name} is not installed beside llama-cpp-python")
+    return path
+
+
+def run_tool(name: str, *args: object) -> str:
+    import os
+    import subprocess
+    import sysconfig
+
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    libs = [str(purelib / "lib"), str(purelib / "llama_cpp" / "lib")]
+    env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(libs)}
+    proc = subprocess.run(
+        [str(llama_tool(name)), *map(str, args)], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def llama_imatrices(stories_gguf, tmp_path_factory) -> tuple[Path, Path]:
+    """The same llama-imatrix run on stories260K written as GGUF and as legacy .dat."""
+    from ramp_edge import paths
+
+    out = tmp_path_factory.mktemp("imatrix")
+    text = out / "calib.txt"
+    text.write_text((paths.data_dir() / "wikitext2" / "valid.txt").read_text()[:20000])
+    for target, fmt in ((out / "st.gguf", "gguf"), (out / "st.dat", "dat")):
+        run_tool(
+            "llama-imatrix", "-m", stories_gguf, "-f", text, "-c", 128, "--chunks", 4,
+            "-t", 1, "-o", target, "--output-format", fmt,
+        )  # fmt: skip
+    return out / "st.gguf", out / "st.dat"
+
+
+@pytest.mark.llama
+def test_reads_both_formats_llama_imatrix_writes(llama_imatrices) -> None:
+    gguf_file, dat_file = llama_imatrices
+    from_gguf, from_dat = read_imatrix(gguf_file), read_imatrix(dat_file)
+    assert len(from_gguf) == 35 and sorted(from_gguf) == sorted(from_dat)
+    assert "blk.0.attn_q.weight" in from_gguf and "token_embd.weight" not in from_gguf
+    for name, values in from_gguf.items():
+        assert values.ndim == 1 and values.size in (64, 172)  # n_embd, n_ff of stories260K
+        assert np.all(values > 0), name
+        np.testing.assert_allclose(from_dat[name], values, rtol=1e-6)
+
+
+def quantized_tensors(path: Path) -> dict[str, bytes]:
+    from gguf import GGUFReader
+
+    return {t.name: bytes(t.data.tobytes()) for t in GGUFReader(path).tensors}
+
+
+@pytest.mark.llama
+def test_llama_quantize_takes_our_imatrix_like_its_own(llama_imatrices, stories_gguf, tmp_path):
+    """llama.cpp imatrix -> read -> write ours -> llama-quantize: the same quantized bytes."""
+    gguf_file, dat_file = llama_imatrices
+    ours = write_imatrix(
+        tmp_path / "ours.gguf", {n: (v, 1) for n, v in read_imatrix(dat_file).items()}
+    )
+    outputs = {}
+    for label, imatrix in (("llama", gguf_file), ("ours", ours)):
+        log = run_tool(
+            "llama-quantize", "--imatrix", imatrix, stories_gguf, tmp_path / f"{label}.gguf",
+            "IQ2_XXS", 1,
+        )  # fmt: skip
+        assert "loaded 35 importance matrix entries" in log
+        outputs[label] = quantized_tensors(tmp_path / f"{label}.gguf")
+    assert outputs["ours"] == outputs["llama"]
+    flat = write_imatrix(
+        tmp_path / "flat.gguf", {n: (np.ones_like(v), 1) for n, v in read_imatrix(ours).items()}
+    )
+    run_tool("llama-quantize", "--imatrix", flat, stories_gguf, tmp_path / "flat-q.gguf", "IQ2_XXS")
+    assert quantized_tensors(tmp_path / "flat-q.gguf") != outputs["llama"]  # values matter
+
+
+def test_truncated_legacy_file_names_the_entry(tmp_path) -> None:
+    import struct
+
+    name = b"blk.0.attn_q.weight"
+    good = struct.pack("<i", 1) + struct.pack("<i", len(name)) + name + struct.pack("<ii", 2, 4)
+    good += np.array([2.0, 4.0, 6.0, 8.0], "<f4").tobytes() + struct.pack("<i", 2)
+    path = tmp_path / "m.dat"
+    path.write_bytes(good)
+    np.testing.assert_allclose(read_imatrix(path)["blk.0.attn_q.weight"], [1, 2, 3, 4])
+    path.write_bytes(good[:-10])
+    with pytest.raises(ArtifactError, match=r"truncated at blk\.0\.attn_q\.weight"):
+        read_imatrix(path)
+    with pytest.raises(ArtifactError, match="cannot read imatrix"):
+        read_imatrix(tmp_path / "missing.dat")
