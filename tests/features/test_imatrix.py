@@ -218,7 +218,7 @@ def test_llama_quantize_takes_our_imatrix_like_its_own(llama_imatrices, stories_
     """llama.cpp imatrix -> read -> write ours -> llama-quantize: the same quantized bytes."""
     gguf_file, dat_file = llama_imatrices
     ours = write_imatrix(
-        tmp_path / "ours.gguf", {n: (v, 1) for n, v in read_imatrix(dat_file).items()}
+        tmp_path / "ours.imatrix.gguf", {n: (v, 1) for n, v in read_imatrix(dat_file).items()}
     )
     outputs = {}
     for label, imatrix in (("llama", gguf_file), ("ours", ours)):
