@@ -31,6 +31,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "train": "ramp_edge.cli.train:train",
     "fleet": "ramp_edge.cli.fleet:fleet",
     "results": "ramp_edge.cli.results:results",
+    "report": "ramp_edge.cli.report:report",
 }
 
 
