@@ -30,6 +30,7 @@ ProgressFn = Callable[[float, float, str], None]
 
 UNIFORM_TYPES = DEFAULT_CANDIDATES  # the same one-type-per-bit-width ladder
 TOLERANCE = 0.005  # final file within 0.5% under the budget when reachable
+DEFAULT_POLICY = "default.zip"  # ramp_edge/data/policies/: trained on every family we have
 
 
 def _recipe_from_types(source, types: Mapping[str, str], method: str, budget: Budget) -> Recipe:
@@ -125,6 +126,15 @@ def allocate(
             if p not in ("F32", "BF16") and (imatrix is not None or p not in IMATRIX_ADVISED)
         ]
         return _largest_fitting(source, usable, budget, method, imatrix is not None)
+    if method == "sac":
+        # Measurement-free: only the policy's observation is computed (issue 13).
+        from ramp_edge.allocate.repair import allocate_with_policy
+
+        if policy is None:
+            from ramp_edge import paths
+
+            policy = str(paths.data_dir() / "policies" / DEFAULT_POLICY)
+        return allocate_with_policy(source, budget, policy, candidates, imatrix is not None)
     table = measure_sensitivity(
         source, candidates, imatrix=imatrix, imatrix_id=imatrix_id, progress=progress
     )
@@ -142,18 +152,10 @@ def allocate(
     elif method == "knapsack":
         lo, _ = ks.min_max_bytes(table)
         choice = ks.allocate_knapsack(table, max(capacity, lo))
-    elif method == "measured":
+    else:  # measured
         return _measured(
             source, table, budget, capacity, imatrix, imatrix_id, search, eval_settings, progress
         )
-    else:
-        from ramp_edge.rl.sac import apply_policy
-
-        if policy is None:
-            from ramp_edge import paths
-
-            policy = str(paths.data_dir() / "policies" / "default-smollm2.zip")
-        return apply_policy(source, table, budget, policy)
     return fit_to_budget(source, table, choice, budget, method)
 
 

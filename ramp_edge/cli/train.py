@@ -37,11 +37,27 @@ from ramp_edge.cli._common import calibrate_option, emit_json, json_option
     help="Continue from a policy or checkpoint zip.",
 )
 @click.option(
+    "--reward",
+    type=click.Choice(["surrogate", "kld"]),
+    default="surrogate",
+    show_default=True,
+    help="Quality term: 'kld' = measured mean KLD of the assembled model on calibration "
+    "tokens every episode (the paper's reward; seconds per episode); 'surrogate' = summed "
+    "per-tensor table errors (fast; its optimum is the knapsack's).",
+)
+@click.option(
     "--kld-every",
     default=0,
     show_default=True,
     type=click.IntRange(0),
-    help="Every N episodes, add the measured KLD of the exported file (0: off).",
+    help="With --reward surrogate: every N episodes also add the measured KLD (0: off).",
+)
+@click.option(
+    "--eval-every",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Steps between deterministic evaluations (the learning curve; 0: steps/10, >= 1000).",
 )
 @click.option(
     "--demos/--no-demos",
@@ -65,7 +81,9 @@ def train(
     steps: int,
     out: str,
     resume: str | None,
+    reward: str,
     kld_every: int,
+    eval_every: int,
     demos: bool,
     calibrate: bool,
     seed: int,
@@ -107,6 +125,7 @@ def train(
             raise ConfigError(f"train needs budgets in bits per weight (e.g. 4.6bpw), got {text!r}")
         bpws.append(b.value)
     tasks = []
+    qualities: dict = {}
     quality = None
     for ref in models:
         source = open_model(ref)
@@ -116,10 +135,13 @@ def train(
             if calibrate and getattr(source.model, "kind", "gguf") == "gguf":
                 table = calibrate_table(source, table, progress=bar)
         tasks.append(make_task(source, table))
-        if kld_every and quality is None:
-            if len(models) > 1:
-                raise ConfigError("--kld-every works with one --model")
-            quality = sac.kld_quality(source)
+        if reward == "kld" or kld_every:
+            qualities[tasks[-1].model_id] = sac.kld_quality(source)
+    if qualities:
+
+        def quality(task, types):
+            return qualities[task.model_id](task, types)
+
     with progress("SAC") as bar:
         result = sac.train(
             tasks,
@@ -131,8 +153,9 @@ def train(
             checkpoint_every=checkpoint_every,
             progress=bar,
             true_quality=quality,
-            true_every=kld_every,
+            true_every=1 if reward == "kld" else kld_every,
             demos=demos,
+            eval_every=eval_every,
         )
     if as_json:
         emit_json(result.to_dict())

@@ -53,10 +53,14 @@ def task_table(task: ModelTask) -> SensitivityTable:
     )
 
 
-def _episode(task: ModelTask, table: SensitivityTable, capacity: int) -> tuple[list, float]:
+def _episode(
+    task: ModelTask, table: SensitivityTable, capacity: int, true_quality=None
+) -> tuple[list, float]:
     """Replay the knapsack's allocation at `capacity` through the environment."""
     types = ks.choice_types(table, ks.allocate_knapsack(table, capacity))
-    env = AllocationEnv([task], capacity=capacity)
+    env = AllocationEnv(
+        [task], capacity=capacity, true_quality=true_quality, true_every=1 if true_quality else 0
+    )
     obs, _ = env.reset(seed=0)
     steps = []
     for name, n, opts in zip(task.names, task.n_params, task.options, strict=True):
@@ -72,9 +76,17 @@ def _episode(task: ModelTask, table: SensitivityTable, capacity: int) -> tuple[l
 
 
 def knapsack_demonstrations(
-    tasks: Sequence[ModelTask], budgets_bpw: Sequence[float], step_bpw: float = 0.1
+    tasks: Sequence[ModelTask],
+    budgets_bpw: Sequence[float],
+    step_bpw: float = 0.1,
+    true_quality=None,
 ) -> Demonstrations:
-    """Knapsack episodes of every task on a `step_bpw` grid spanning the training budgets."""
+    """Knapsack episodes of every task on a `step_bpw` grid spanning the training budgets.
+
+    With `true_quality` (the measured reward) each episode's terminal reward is measured too,
+    and the grid is coarsened to 0.25 bpw (each episode costs a model evaluation)."""
+    if true_quality is not None:
+        step_bpw = max(step_bpw, 0.25)
     lo, hi = min(budgets_bpw) - 0.2, max(budgets_bpw) + 0.2
     grid = np.arange(lo, hi + 1e-9, step_bpw)
     rows: list = []
@@ -87,7 +99,7 @@ def knapsack_demonstrations(
             if cap in seen:
                 continue
             seen.add(cap)
-            steps, err = _episode(task, table, cap)
+            steps, err = _episode(task, table, cap, true_quality)
             rows.extend(steps)
             errors.append(err)
     obs, act, rew, nxt, done = (np.asarray(x) for x in zip(*rows, strict=True))

@@ -1,11 +1,17 @@
 """`AllocationEnv`: a gymnasium environment in which one episode quantizes one model.
 
-Each step is one quantizable tensor, in file order. The observation is the tensor's 11
-features (`features_adapter`) followed by the budget state:
+Each step is one quantizable tensor, in file order. The observation (OBS_DIM = 28) is
 
-    bits used so far / capacity,
-    par action: the bits per weight left per weight left, in action units (below),
-    fraction of tensors left.
+    the tensor's 11 features (`features_adapter`: activation and weight statistics, relative
+        depth, role code, fan-in, size share),
+    what the tensor's file and row length allow (`tensor_extras`, 14 numbers): the source
+        type's bits per weight in action units (our sources are already quantized, and keeping
+        the source type costs no error), 1 if K-quants (256-blocks) fit its rows else 0 (the
+        K-quant fallback: a 576-wide row takes Q5_0 for Q4_K), the smallest and the largest
+        legal candidate in action units, and the role one-hot (10 roles of
+        `features.embed.ROLES`),
+    the budget state: bits used so far / capacity, par action (the bits per weight left per
+        weight left, in action units, below), fraction of tensors left.
 
 The action is one number in [-1, 1], read as a change of bits per weight around par: the
 target is ``bpw_left + action * SPAN_BPW``, where ``bpw_left`` is the remaining budget spread
@@ -34,7 +40,7 @@ from gymnasium import spaces
 
 from ramp_edge.errors import BudgetError, ConfigError
 from ramp_edge.rl import reward as rw
-from ramp_edge.rl.features_adapter import N_FEATURES
+from ramp_edge.rl.features_adapter import N_FEATURES, ROLES
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +50,8 @@ SPAN_BPW = 3.0  # action +-1 = 3 bpw above/below par: Q8_0 vs Q5_K, or Q2_K vs Q
 REF_BPW = 4.5  # the quality scale is the summed error at the type nearest 4.5 bpw (Q4_0-like)
 JITTER_BPW = 0.15  # training budgets vary by up to this much, so the policy sees a continuum
 N_BUDGET_STATE = 3
-OBS_DIM = N_FEATURES + N_BUDGET_STATE
+N_EXTRA = 4 + len(ROLES)  # source bpw, K-quant legal, min/max legal bpw, role one-hot
+OBS_DIM = N_FEATURES + N_EXTRA + N_BUDGET_STATE
 OBS_BOUND = 20.0  # features are clipped to +-16; budget state to +-4
 
 
@@ -72,12 +79,18 @@ class ModelTask:
     options: tuple[tuple[tuple[str, int, float], ...], ...]  # (type, padded bytes, err), bpw asc
     fixed_bytes: int  # header + tensors not chosen, padded
     total_params: int  # every parameter of the model (what bpw budgets count)
+    extras: np.ndarray | None = None  # (n_tensors, N_EXTRA) float32, `tensor_extras`
 
     def __post_init__(self) -> None:
         if not self.names:
             raise ConfigError(f"{self.model_id}: no quantizable tensors")
         if self.features.shape != (len(self.names), N_FEATURES):
             raise ConfigError(f"{self.model_id}: features shape {self.features.shape}")
+        if self.extras is None:
+            object.__setattr__(self, "extras", _extras_without_source(self))
+        assert self.extras is not None
+        if self.extras.shape != (len(self.names), N_EXTRA):
+            raise ConfigError(f"{self.model_id}: extras shape {self.extras.shape}")
         if any(not o for o in self.options):
             raise ConfigError(f"{self.model_id}: a tensor has no candidate types")
 
@@ -103,6 +116,49 @@ class ModelTask:
         return np.asarray(self.n_params, dtype=np.float64)
 
 
+def tensor_extras(
+    names: Sequence[str],
+    n_params: Sequence[int],
+    options: Sequence[Sequence[tuple[str, int, float]]],
+    source_types: Sequence[str | None],
+    row_lengths: Sequence[int],
+) -> np.ndarray:
+    """(n_tensors, N_EXTRA) float32: what the file and row shape allow (see the module doc)."""
+    from ramp_edge.features.embed import role_of
+    from ramp_edge.quant.catalogue import CATALOGUE
+
+    rows = []
+    for name, n, opts, src, row in zip(
+        names, n_params, options, source_types, row_lengths, strict=True
+    ):
+        bpws = [o[1] * 8 / n for o in opts]
+        src_bpw = CATALOGUE[src].bits_per_weight if src in CATALOGUE else max(bpws)
+        onehot = [0.0] * len(ROLES)
+        onehot[ROLES.index(role_of(name))] = 1.0
+        rows.append(
+            [
+                np.clip(bpw_to_action(src_bpw), -4.0, 4.0),
+                1.0 if row % 256 == 0 else 0.0,
+                np.clip(bpw_to_action(min(bpws)), -4.0, 4.0),
+                np.clip(bpw_to_action(max(bpws)), -4.0, 4.0),
+                *onehot,
+            ]
+        )
+    return np.asarray(rows, dtype=np.float32).reshape(len(names), N_EXTRA)
+
+
+def _extras_without_source(task: ModelTask) -> np.ndarray:
+    """Extras for a task built without its source (tests): the largest option as source type,
+    row length unknown (K-quant flag from whether any 256-block option is listed)."""
+    from ramp_edge.quant.catalogue import CATALOGUE
+
+    rows = [
+        256 if any(CATALOGUE[o[0]].block_size == 256 for o in opts if o[0] in CATALOGUE) else 32
+        for opts in task.options
+    ]
+    return tensor_extras(task.names, task.n_params, task.options, [None] * len(rows), rows)
+
+
 def make_task(
     source: Any,
     table: Any,
@@ -110,7 +166,11 @@ def make_task(
     header_bytes: int | None = None,
     activations: bool = True,
 ) -> ModelTask:
-    """A ModelTask from an opened model and its SensitivityTable."""
+    """A ModelTask from an opened model and a SensitivityTable (measured, or sizes only).
+
+    `table` is read by duck typing (model_id, tensors with name/n_params/options, fixed_bytes),
+    so the measurement-free path can pass `ramp_edge.allocate.repair.size_table`'s.
+    """
     from ramp_edge.rl.features_adapter import tensor_features
 
     if features is None:
@@ -123,14 +183,28 @@ def make_task(
             ((o[0], _pad(int(o[1])), float(o[2])) for o in t.options), key=lambda o: (o[1], o[2])
         )
         options.append(tuple(opts))
+    specs = {s.name: s for s in source.specs}
+    names = tuple(t.name for t in table.tensors)
+    n_params = tuple(int(t.n_params) for t in table.tensors)
+    extras = tensor_extras(
+        names,
+        n_params,
+        options,
+        [specs[n].source_type if n in specs else None for n in names],
+        [
+            specs[n].row_length if n in specs else int(t.shape[0])
+            for n, t in zip(names, table.tensors, strict=True)
+        ],
+    )
     return ModelTask(
         model_id=table.model_id,
-        names=tuple(t.name for t in table.tensors),
-        n_params=tuple(int(t.n_params) for t in table.tensors),
+        names=names,
+        n_params=n_params,
         features=np.asarray(features, dtype=np.float32),
         options=tuple(options),
         fixed_bytes=int(header_bytes) + _pad(int(table.fixed_bytes)),
         total_params=int(source.info.n_params),
+        extras=extras,
     )
 
 
@@ -175,9 +249,10 @@ class AllocationEnv(gym.Env):
         budgets_bpw: whole-file budgets (bpw) to sample from; ignored when `capacity` is set.
         capacity: a fixed byte capacity for the chosen tensors (apply mode; one task only).
         config: reward constants.
-        true_quality: optional callable(task, {name: type}) -> quality loss (1.0 = as bad as the
-            par uniform file), measured on the exported model; called at the end of every
-            `true_every`-th episode (0: never).
+        true_quality: optional callable(task, {name: type}) -> quality loss (mean KLD over a
+            per-model reference KLD, `rl.reward`), measured on the assembled model; called at
+            the end of every `true_every`-th episode (0: never). With `true_every` 1 it is the
+            whole quality term (the per-tensor surrogate is off): the paper's reward.
         seed: for sampling tasks and budgets.
     """
 
@@ -234,6 +309,8 @@ class AllocationEnv(gym.Env):
         self.i = 0
         self.used = 0
         self.choice: list[int] = []
+        self.targets: list[float] = []  # bits per weight asked for, per tensor decided
+        self.actions: list[float] = []  # the policy's action (bits vs par / SPAN_BPW)
         self.par_bpw0 = capacity * 8 / float(task.sizes.sum())
         self.err_scale = quality_scale(task)
         self._params_left = float(task.sizes.sum())
@@ -263,7 +340,7 @@ class AllocationEnv(gym.Env):
             ],
             dtype=np.float32,
         )
-        return np.concatenate([task.features[k], state]).astype(np.float32)
+        return np.concatenate([task.features[k], task.extras[k], state]).astype(np.float32)
 
     # ------------------------------------------------------------------ gymnasium API
 
@@ -279,8 +356,11 @@ class AllocationEnv(gym.Env):
         task = self.task
         a = float(np.clip(np.asarray(action, dtype=np.float32).reshape(-1)[0], -1.0, 1.0))
         opts = task.options[self.i]
-        idx = pick_option(opts, task.n_params[self.i], self._bpw_left() + a * SPAN_BPW)
+        target = self._bpw_left() + a * SPAN_BPW
+        idx = pick_option(opts, task.n_params[self.i], target)
         qtype, nbytes, err = opts[idx]
+        self.targets.append(target)
+        self.actions.append(a)
         before = self._projected()
         self.used += nbytes
         self._params_left -= task.n_params[self.i]
@@ -288,7 +368,10 @@ class AllocationEnv(gym.Env):
         self.i += 1
         terminated = self.i >= len(task.names)
         after = self._projected()
-        reward = rw.quality_reward(err, self.err_scale)
+        # With a measured quality term every `true_every` episodes... and with true_every == 1
+        # (the paper's reward) the surrogate is off: the whole quality signal is the KLD.
+        measured_only = self.true_quality is not None and self.true_every == 1
+        reward = 0.0 if measured_only else rw.quality_reward(err, self.err_scale)
         reward += rw.shaped_budget_reward(before, after, self.capacity, self.config)
         info: dict[str, Any] = {"type": qtype, "bytes": nbytes, "err": err}
         if terminated:

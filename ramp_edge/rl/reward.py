@@ -2,13 +2,20 @@
 
 An episode assigns a type to every quantizable tensor. Its return is
 
-    R = -sum_i err_i / err_scale  -  budget_penalty(bytes_used / capacity)   [- true quality]
+    R = -Q  -  budget_penalty(bytes_used / capacity)
 
-* Quality. ``err_i`` is the tensor's measured relative output error at the chosen type (the
-  SensitivityTable surrogate); ``err_scale`` is the summed error with every tensor at its
-  type nearest 4.5 bpw (`env.quality_scale`), so a uniform ~4.5-bpw allocation scores about -1
-  on any model: the scale is model-free, which zero-shot transfer needs.
-  Optionally a true measurement of the exported file (KLD) is added at episode end.
+* Quality Q, two modes.
+  - Measured (the paper's reward; `train --reward kld`): Q = TRUE_COEF * KLD / KLD_ref, paid at
+    the episode's end. KLD is the mean KL divergence of the whole assembled mixed-precision
+    model against the source on calibration tokens (WikiText-2 validation, 4 x 512 tokens,
+    `evaluate.assembled.AssembledEvaluator`: the real GGUF run by llama.cpp), KLD_ref that of
+    the uniform KLD_REF_TYPE file of the same model, measured once; so Q = 1 means "as bad as
+    uniform Q4_0" on every model, which zero-shot transfer needs.
+  - Surrogate (`--reward surrogate`, fast): Q = sum_i err_i / err_scale, paid per step, with
+    ``err_i`` the tensor's relative output error at the chosen type from the measured
+    SensitivityTable and ``err_scale`` the summed error with every tensor at its type nearest
+    4.5 bpw (`env.quality_scale`). Its exact optimum is the knapsack's: RL cannot beat the
+    knapsack on it, only imitate it.
 * Budget. ``budget_penalty`` of the overrun fraction ``x = bytes / capacity - 1``:
   ``OVER_COEF * x`` above the budget, ``UNDER_COEF * (-x)`` below it, and a fixed ``CLIFF`` once
   ``x > EPS``. It is handed out densely (see `shaped_budget_reward`): each step pays the change
@@ -16,9 +23,8 @@ An episode assigns a type to every quantizable tensor. Its return is
   potential-based shaping whose sum telescopes to exactly the terminal penalty (undiscounted),
   so it changes credit assignment, not the optimum (Ng, Harada & Russell 1999).
 
-Every allocation is repaired to the budget afterwards (`ramp_edge.allocate.api.fit_to_budget`),
-so the penalty only has to keep the policy near it; the asymmetry makes the policy err on the
-small side, where repair upgrades by the best error per byte instead of downgrading blindly.
+Every allocation is repaired to the budget afterwards (`ramp_edge.allocate.repair`, by the
+policy's own preferences), so the penalty only has to keep the policy near it.
 """
 
 from __future__ import annotations
@@ -38,9 +44,13 @@ EPS = 0.01
 # Fixed penalty past budget x (1 + EPS): five times the whole quality term of a uniform
 # allocation, so no quality gain can pay for a file far over budget.
 CLIFF = 5.0
-# Weight of the optional true-quality term (KLD of the exported file over that of the par
-# uniform file, so 1.0 means "as bad as uniform"); equal to the surrogate's weight.
+# Weight of the measured quality term (KLD over KLD_ref, 1.0 = as bad as uniform Q4_0): equal
+# to the surrogate's weight, so the budget constants above mean the same in both modes. At
+# SmolLM2's 4.5-5.5 bpw 1% more bytes buys ~3-5% less KLD (0.03-0.05 in these units), below
+# the 0.2 that 1% of overrun costs.
 TRUE_COEF = 1.0
+# The uniform type whose measured KLD is the per-model unit of the measured quality term.
+KLD_REF_TYPE = "Q4_0"
 
 
 @dataclass(frozen=True, slots=True)

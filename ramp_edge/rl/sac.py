@@ -3,9 +3,10 @@
 `train` fits a SAC policy on one or more models' `AllocationEnv`s at a spread of budgets and
 saves it as an SB3 zip with an extra member `ramp_edge.json` (ramp-edge version, observation
 layout, reward constants, training models/budgets/steps, system info; SB3 itself stores its
-version and system info). `apply_policy` runs the policy deterministically on any model, zero
-shot, and repairs the result to the budget with the knapsack's repair
-(`ramp_edge.allocate.api.fit_to_budget`), so the recipe always fits.
+version and system info). `policy_choices` runs the policy deterministically on any model, zero
+shot, computing only its observation (weight and activation statistics), and returns its
+choices and preferences; `ramp_edge.allocate.repair` repairs them to the budget from exact
+sizes and those preferences (no measured errors).
 
 Reference: Haarnoja et al. 2018, "Soft Actor-Critic" (arXiv:1801.01290); SB3's `SAC`.
 """
@@ -35,12 +36,12 @@ logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, float, str], None]
 META_MEMBER = "ramp_edge.json"
-# Format 2: the observation's activation features come from calibration statistics (format-1
-# policies were trained with them at 0 and are applied that way).
-POLICY_FORMAT = 2
+# Format 3: 28 inputs (11 features + 14 source/legality/role extras + 3 budget state), the
+# activation features from calibration statistics. Older formats are refused by obs_dim.
+POLICY_FORMAT = 3
 DEFAULT_BUDGETS_BPW = (3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5)
 
-# SAC settings. Small networks: 14 inputs, 1 output; [64, 64] keeps policy.zip ~100 kB and
+# SAC settings. Small networks: 28 inputs, 1 output; [64, 64] keeps policy.zip ~100 kB and
 # updates fast on 2 CPU cores. gamma 0.99: an episode is ~200 steps and the budget term is
 # densely shaped, so a ~100-step horizon suffices. learning_starts: one SmolLM2 episode of
 # random actions before the first update.
@@ -201,6 +202,8 @@ def train(
     checkpoint_every: int = 5_000,
     progress: ProgressFn | None = None,
     demos: bool = True,
+    eval_every: int = 0,
+    eval_budgets_bpw: Sequence[float] | None = None,
 ) -> TrainResult:
     """Train (or continue training) a policy and save it to `out`.
 
@@ -210,7 +213,11 @@ def train(
         steps: environment steps (one step = one tensor).
         budgets_bpw: whole-file budgets sampled per episode.
         resume: a policy/checkpoint zip to continue from (its optimiser state included).
-        true_quality, true_every: optional measured quality at episode end (see AllocationEnv).
+        true_quality, true_every: optional measured quality at episode end (see AllocationEnv);
+            with true_every 1 it is the whole quality term, in training, in the demonstrations'
+            rewards and in the periodic evaluation (the learning curve).
+        eval_every, eval_budgets_bpw: steps between deterministic evaluations (default
+            max(1000, steps // 10)) and their budgets (default: the training budgets).
         progress: callback(done_steps, total_steps, description).
         demos: start from knapsack demonstrations (`ramp_edge.rl.demos`): replay buffer,
             behaviour cloning and a critic warm-up before SAC; the best policy seen by the
@@ -245,12 +252,20 @@ def train(
         )
     warm: dict[str, Any] = {}
     if demos and resume is None:
-        warm = _warm_start(model, tasks, budgets_bpw, seed, progress)
+        warm = _warm_start(
+            model,
+            tasks,
+            budgets_bpw,
+            seed,
+            progress,
+            true_quality=true_quality if true_every == 1 else None,
+        )
     meta: dict[str, Any] = {
         "format": POLICY_FORMAT,
         "kind": "ramp-edge/policy",
         "obs_dim": OBS_DIM,
-        "features": "layer embedding with activation statistics",
+        "features": "layer embedding with activation statistics + source/legality/role extras",
+        "quality": "measured KLD" if true_quality is not None and true_every == 1 else "surrogate",
         "bpw_range": [BPW_LO, BPW_HI],
         "action": {"kind": "residual-bpw", "span_bpw": SPAN_BPW},
         "reward": config.to_dict(),
@@ -264,7 +279,14 @@ def train(
         meta["demonstrations"] = warm
     ckpt = out.with_name(out.stem + ".ckpt.zip")
     cb = _Callback(steps, progress, ckpt, checkpoint_every, meta)
-    best = _KeepBest(tasks, budgets_bpw, config, every=max(1000, steps // 10))
+    measured = true_quality is not None and true_every == 1
+    best = _KeepBest(
+        tasks,
+        eval_budgets_bpw or budgets_bpw,
+        config,
+        every=eval_every or max(1000, steps // 10),
+        true_quality=true_quality if measured else None,
+    )
     start = time.perf_counter()
     model.learn(total_timesteps=steps, callback=[cb, best], reset_num_timesteps=resume is None)
     seconds = time.perf_counter() - start
@@ -292,10 +314,14 @@ def evaluate(
     tasks: Sequence[ModelTask],
     budgets_bpw: Sequence[float],
     config: rw.RewardConfig = rw.DEFAULT_CONFIG,
+    true_quality: Callable[[ModelTask, Mapping[str, str]], float] | None = None,
 ) -> float:
-    """Mean deterministic episode return over every task and budget (higher is better)."""
+    """Mean deterministic episode return over every task and budget (higher is better).
+
+    With `true_quality` the return's quality term is the measured one (the training reward).
+    """
     returns = [
-        _deterministic_episode(model, task, task.episode_capacity(bpw), config)[1]
+        _deterministic_episode(model, task, task.episode_capacity(bpw), config, true_quality)[1]
         for task in tasks
         for bpw in budgets_bpw
     ]
@@ -305,9 +331,10 @@ def evaluate(
 class _KeepBest(BaseCallback):
     """Evaluates the deterministic policy every `every` steps and remembers the best weights."""
 
-    def __init__(self, tasks, budgets_bpw, config, every: int):
+    def __init__(self, tasks, budgets_bpw, config, every: int, true_quality=None):
         super().__init__()
         self.tasks, self.budgets, self.config, self.every = tasks, budgets_bpw, config, every
+        self.true_quality = true_quality
         self.best_return = -np.inf
         self.best_step = 0
         self.best_state: dict[str, Any] | None = None
@@ -316,7 +343,7 @@ class _KeepBest(BaseCallback):
     def _check(self) -> None:
         import copy
 
-        ret = evaluate(self.model, self.tasks, self.budgets, self.config)
+        ret = evaluate(self.model, self.tasks, self.budgets, self.config, self.true_quality)
         self.history.append((int(self.model.num_timesteps), round(ret, 4)))
         if ret > self.best_return:
             self.best_return, self.best_step = ret, int(self.model.num_timesteps)
@@ -349,6 +376,7 @@ def _warm_start(
     seed: int,
     progress: ProgressFn | None,
     critic_steps: int = 3000,
+    true_quality: Callable[[ModelTask, Mapping[str, str]], float] | None = None,
 ) -> dict[str, Any]:
     """Knapsack demonstrations -> replay buffer, behaviour cloning, critic warm-up."""
     from stable_baselines3.common.logger import configure
@@ -357,7 +385,7 @@ def _warm_start(
 
     if progress:
         progress(0, 1, "SAC: knapsack demonstrations")
-    d = dm.knapsack_demonstrations(tasks, budgets_bpw)
+    d = dm.knapsack_demonstrations(tasks, budgets_bpw, true_quality=true_quality)
     dm.fill_replay_buffer(model, d)
     mse = dm.behaviour_clone(model, d, seed=seed)
     if progress:
@@ -379,37 +407,30 @@ def _warm_start(
 
 
 def kld_quality(
-    source: Any, n_chunks: int = 2, threads: int | None = None
+    source: Any, settings: Any = None
 ) -> Callable[[ModelTask, Mapping[str, str]], float]:
-    """A true-quality callable for `AllocationEnv`: export the episode's allocation, measure KLD.
+    """The paper's quality term for `AllocationEnv`: the measured mean KLD of the whole model.
 
-    Returns mean KL(source || exported) over `n_chunks` WikiText-2 windows, divided by that of
-    the uniform Q4_0 file measured once (so 1.0 = as bad as uniform Q4_0). Each call costs an
-    export plus `n_chunks` forward passes; use it every few hundred episodes.
+    Each call assembles the episode's allocation into a real GGUF and runs it in llama.cpp on
+    calibration tokens (`ramp_edge.evaluate.assembled.AssembledEvaluator`, WikiText-2
+    validation, 4 x 512 tokens by default; cached per allocation). Returns the mean KLD divided
+    by `reward.KLD_REF_TYPE`'s uniform file's (measured once per model), so 1.0 means "as bad
+    as uniform Q4_0" on every model: the scale is model-free, as the surrogate's was.
     """
-    import tempfile
+    from ramp_edge.evaluate.assembled import AssembledEvaluator, EvalSettings
 
-    from ramp_edge.evaluate.perplexity import kl_divergence
-    from ramp_edge.quant.export import export_model
-    from ramp_edge.recipe import Recipe, uniform
-
-    ref_path = str(source.path)
+    evaluator = AssembledEvaluator(source, settings=settings or EvalSettings())
     scale: list[float] = []
-
-    def measure(recipe: Recipe) -> float:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "episode.gguf"
-            export_model(source, recipe, out)
-            return float(kl_divergence(out, ref_path, n_chunks=n_chunks, threads=threads).mean_kld)
 
     def quality(task: ModelTask, types: Mapping[str, str]) -> float:
         if not scale:
-            scale.append(max(measure(uniform(source, "Q4_0")), 1e-9))
-        allocation = tuple((s.name, types.get(s.name, s.source_type)) for s in source.specs)
-        loss = measure(Recipe(task.model_id, allocation, "sac-episode")) / scale[0]
-        logger.info("episode KLD ratio %.4f", loss)
-        return loss
+            ref = {s.name: rw.KLD_REF_TYPE for s in source.specs if s.name in set(task.names)}
+            scale.append(max(evaluator.evaluate(ref).mean_kld, 1e-9))
+        kld = evaluator.evaluate(types).mean_kld
+        logger.info("episode KLD %.5f (ratio %.4f)", kld, kld / scale[0])
+        return kld / scale[0]
 
+    quality.evaluator = evaluator  # type: ignore[attr-defined]
     return quality
 
 
@@ -424,10 +445,20 @@ def load_policy(path: str | Path) -> tuple[SAC, dict[str, Any]]:
 
 
 def _deterministic_episode(
-    model: SAC, task: ModelTask, capacity: int, config: rw.RewardConfig = rw.DEFAULT_CONFIG
+    model: SAC,
+    task: ModelTask,
+    capacity: int,
+    config: rw.RewardConfig = rw.DEFAULT_CONFIG,
+    true_quality: Callable[[ModelTask, Mapping[str, str]], float] | None = None,
 ) -> tuple[dict[str, str], float]:
     """One deterministic episode: tensor name -> type (before repair), and the return."""
-    env = AllocationEnv([task], capacity=capacity, config=config)
+    env = AllocationEnv(
+        [task],
+        capacity=capacity,
+        config=config,
+        true_quality=true_quality,
+        true_every=1 if true_quality is not None else 0,
+    )
     obs, _ = env.reset(seed=0)
     total, done = 0.0, False
     while not done:
@@ -442,49 +473,51 @@ def rollout(model: SAC, task: ModelTask, capacity: int) -> dict[str, str]:
     return _deterministic_episode(model, task, capacity)[0]
 
 
-def apply_policy(source: Any, table: Any, budget: Any, policy_path: str | Path) -> Any:
-    """Allocate `source` with a trained policy, zero shot, then repair to the budget.
+@dataclass(frozen=True, slots=True)
+class PolicyChoices:
+    """What a policy chose for one model, before any budget repair (`allocate.repair`)."""
+
+    types: Mapping[str, str]  # tensor -> type the policy picked
+    target_bpw: Mapping[str, float]  # tensor -> bits per weight it asked for
+    score: Mapping[str, float]  # tensor -> its action: bits above par / SPAN_BPW, in [-1, 1]
+    policy_bytes: int  # bytes of the chosen tensors as picked
+    capacity: int  # bytes the policy had for them
+    features_seconds: float  # observation: weight + activation statistics (cached per model)
+    policy_seconds: float  # loading the policy and the rollout
+    meta: Mapping[str, Any]
+
+
+def policy_choices(
+    source: Any, table: Any, capacity: int, policy_path: str | Path
+) -> PolicyChoices:
+    """Run a trained policy on `source` zero shot: only its observation is computed.
 
     Args:
         source: an opened model.
-        table: its SensitivityTable (candidate types, bytes and errors).
-        budget: a `ramp_edge.allocate.budget.Budget`.
+        table: candidate types and exact bytes per tensor (errors are not read):
+            `ramp_edge.allocate.repair.size_table`.
+        capacity: bytes the chosen tensors may take (file budget - header - fixed tensors).
         policy_path: a policy zip written by `train`.
-
-    Returns:
-        A Recipe with method "sac", at or under the budget (within 0.5% where types allow).
     """
-    from ramp_edge.allocate import knapsack as ks
-    from ramp_edge.allocate.api import fit_to_budget
-    from ramp_edge.recipe import Recipe
-
     start = time.perf_counter()
+    meta = read_metadata(policy_path)
+    task = make_task(source, table, header_bytes=0, activations=True)
+    features_done = time.perf_counter()
     model, meta = load_policy(policy_path)
-    task = make_task(source, table, activations=int(meta.get("format", 1)) >= 2)
-    features_done = time.perf_counter()  # calibration statistics + embedding (cached per model)
-    target = budget.target_bytes(source.info.n_params)
-    capacity = max(min(target - task.fixed_bytes, task.max_bytes), task.min_bytes)
-    types = rollout(model, task, capacity)
-    policy_bytes = sum(
-        next(o[1] for o in opts if o[0] == types[name])
-        for name, opts in zip(task.names, task.options, strict=True)
+    capacity = max(min(capacity, task.max_bytes), task.min_bytes)
+    env = AllocationEnv([task], capacity=capacity)
+    obs, _ = env.reset(seed=0)
+    done = False
+    while not done:
+        action, _ = model.predict(obs, deterministic=True)
+        obs, _, done, _, _ = env.step(action)
+    return PolicyChoices(
+        types=env.types(),
+        target_bpw=dict(zip(task.names, env.targets, strict=True)),
+        score=dict(zip(task.names, env.actions, strict=True)),
+        policy_bytes=int(env.used),
+        capacity=int(capacity),
+        features_seconds=features_done - start,
+        policy_seconds=time.perf_counter() - features_done,
+        meta=meta,
     )
-    choice = ks.choice_from_types(table, types)
-    recipe = fit_to_budget(source, table, choice, budget, "sac")
-    changed = sum(1 for n, t in recipe.allocation if n in types and types[n] != t)
-    notes = dict(recipe.notes)
-    notes.update(
-        {
-            "policy": str(policy_path),
-            "policy_models": meta.get("models", []),
-            "policy_steps": meta.get("steps"),
-            "policy_bytes_before_repair": int(policy_bytes),
-            # the policy's own choice against the bytes it had: > 1 means repair had to shrink
-            "policy_size_ratio": round(policy_bytes / capacity, 4),
-            "repaired_tensors": changed,
-            "seconds": round(time.perf_counter() - start, 3),
-            "features_seconds": round(features_done - start, 3),
-            "policy_seconds": round(time.perf_counter() - features_done, 3),
-        }
-    )
-    return Recipe(recipe.model_id, recipe.allocation, "sac", recipe.budget, notes)

@@ -46,11 +46,14 @@ def test_train_then_apply_fits_budget(stories, tmp_path):
     with zipfile.ZipFile(out) as zf:
         assert sac.META_MEMBER in zf.namelist()
     meta = sac.read_metadata(out)
-    assert meta["system"]["ramp_edge"] and meta["obs_dim"] == 14
+    assert meta["system"]["ramp_edge"] and meta["obs_dim"] == 28
+
+    from ramp_edge.allocate.repair import allocate_with_policy
 
     budget = parse_budget("11.5bpw")
-    recipe = sac.apply_policy(source, table, budget, out)
+    recipe = allocate_with_policy(source, budget, str(out))
     assert isinstance(recipe, Recipe) and recipe.method == "sac"
+    assert recipe.notes["target_measurements"] == 0
     validate(recipe, source)
     size = plan_export(source, recipe).size_bytes
     assert size <= budget.target_bytes(source.info.n_params)
