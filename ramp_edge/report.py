@@ -214,7 +214,9 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1) -> str:
     """An HTML table; the first `left` columns align left. Cells are escaped."""
     out = ["<table><tr>"]
-    out += [f'<th class="{"l" if i < left else ""}">{html.escape(h)}</th>' for i, h in enumerate(head)]
+    out += [
+        f'<th class="{"l" if i < left else ""}">{html.escape(h)}</th>' for i, h in enumerate(head)
+    ]
     out.append("</tr>")
     count = 0
     for row in rows:
@@ -240,7 +242,9 @@ def _latest(rows: Iterable[ResultRow], key: Any) -> list[ResultRow]:
 def speed_table(bench: Sequence[ResultRow]) -> str:
     ok = [r for r in bench if r.payload.get("status", "ok") == "ok"]
     rows = []
-    for r in sorted(_latest(ok, lambda r: (r.device, r.host, r.artifact)), key=lambda r: (r.device, r.artifact)):
+    for r in sorted(
+        _latest(ok, lambda r: (r.device, r.host, r.artifact)), key=lambda r: (r.device, r.artifact)
+    ):
         p = r.payload
         rows.append(
             (

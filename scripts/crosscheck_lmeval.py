@@ -22,6 +22,11 @@ Steps (each is skipped when its output already exists; --fresh redoes them):
 
     .venv/bin/python scripts/crosscheck_lmeval.py --limit 200
     .venv/bin/python scripts/crosscheck_lmeval.py --limit 20 --tasks arc_easy,boolq   # smoke run
+    .venv/bin/python scripts/crosscheck_lmeval.py --yaml-task bench/crosscheck_lmeval_task.yaml
+
+--yaml-task FILE checks a task that exists only as a YAML file: lm-eval and ramp-edge read the
+same file, and lm-eval scores through a replay LM with the log-likelihoods ramp-edge's scorer
+computed (for lm-eval's requests too), so only reading the task can differ. Minutes, not an hour.
 
 The worker steps re-run this file with the crosscheck venv's python (``--worker hf|lmeval``);
 that side imports only the standard library, torch, transformers and lm_eval, never ramp_edge.
@@ -143,6 +148,67 @@ def worker_lmeval(
     out.write_text(json.dumps(doc))
 
 
+def worker_replay(yaml_dir: Path, task: str, limit: int, table: Path | None, out: Path) -> None:
+    """lm-eval on a YAML task with an LM that answers from a table of log-likelihoods.
+
+    Without a table it records the requests lm-eval builds (and answers 0.0); with one it
+    replays our scorer's numbers, so lm-eval's own request building and acc/acc_norm code run on
+    exactly the log-likelihoods ramp-edge used.
+    """
+    import lm_eval
+    from lm_eval.api.model import LM
+    from lm_eval.tasks import TaskManager
+
+    lookup: dict[tuple[str, str], float] = {}
+    if table is not None:
+        lookup = {(c, t): ll for c, t, ll in json.loads(table.read_text())}
+    seen: list[list[str]] = []
+
+    class Replay(LM):
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            answers = []
+            for request in requests:
+                context, continuation = request.args
+                seen.append([context, continuation])
+                answers.append((lookup.get((context, continuation), 0.0), False))
+            return answers
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            raise NotImplementedError
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            raise NotImplementedError
+
+    start = time.perf_counter()
+    results = lm_eval.simple_evaluate(
+        model=Replay(),
+        tasks=[task],
+        task_manager=TaskManager(include_path=str(yaml_dir)),
+        limit=limit,
+        log_samples=True,
+    )
+    rows = sorted(results["samples"][task], key=lambda row: row["doc_id"])
+    doc = {
+        "lm_eval_version": getattr(lm_eval, "__version__", "unknown"),
+        "seconds": time.perf_counter() - start,
+        "results": {
+            m: v for m, v in results["results"][task].items() if isinstance(v, int | float | str)
+        },
+        "samples": [
+            {
+                "doc_id": row["doc_id"],
+                "requests": _sample_requests(row),
+                "lls": [float(resp[0]) for resp in row["filtered_resps"]],
+                "acc": row.get("acc"),
+                "acc_norm": row.get("acc_norm"),
+            }
+            for row in rows
+        ],
+        "missing": sum((c, t) not in lookup for c, t in seen),
+    }
+    out.write_text(json.dumps(doc))
+
+
 def _sample_requests(row: dict[str, Any]) -> list[list[str]]:
     """(context, continuation) per choice from a logged sample, across lm-eval versions."""
     args = row.get("arguments")
@@ -195,7 +261,7 @@ def make_f16(src: Path, dst: Path) -> None:
 
 def write_task_data(task_names: list[str], limit: int, work: Path, python: Path) -> Path:
     """JSONL of the first `limit` HF-shaped docs + YAMLs including lm-eval's own task YAMLs."""
-    from ramp_edge.evaluate.tasks import default_data_dir, get_task
+    from ramp_edge.evaluate.tasks import get_task
 
     site = subprocess.run(
         [str(python), "-c", "import lm_eval, os; print(os.path.dirname(lm_eval.__file__))"],
@@ -210,8 +276,8 @@ def write_task_data(task_names: list[str], limit: int, work: Path, python: Path)
     for name in task_names:
         task = get_task(name)
         docs = []
-        for _, _, doc in task.read_docs(default_data_dir() / task.source):
-            docs.append(doc)
+        for _, _, doc in task.read_docs(task.eval_split):
+            docs.append(_hf_row(name, doc))
             if len(docs) >= limit:
                 break
         jsonl = data_dir / f"{name}.jsonl"
@@ -233,6 +299,27 @@ def write_task_data(task_names: list[str], limit: int, work: Path, python: Path)
         ]
         (yaml_dir / f"{PREFIX}{name}.yaml").write_text("\n".join(lines) + "\n")
     return yaml_dir
+
+
+def _hf_row(name: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """The Hugging Face row lm-eval's own YAML reads. Only winogrande differs from our data file
+    (MosaicML's partial form): rebuild sentence/option1/option2 so that lm-eval's
+    ``sentence[:blank] + option`` gives back each context option exactly."""
+    if name != "winogrande":
+        return doc
+    first, second = doc["context_options"]
+    common = 0
+    for a, b in zip(first, second, strict=False):
+        if a != b:
+            break
+        common += 1
+    blank = first.rfind(" ", 0, common) + 1
+    return {
+        "sentence": first[:blank] + "_ " + doc["continuation"].strip(),
+        "option1": first[blank:],
+        "option2": second[blank:],
+        "answer": str(int(doc["gold"]) + 1),
+    }
 
 
 def run_ours(gguf: Path, task_names: list[str], limit: int, threads: int | None) -> dict[str, Any]:
@@ -347,7 +434,15 @@ def main() -> None:
     )
     parser.add_argument("--out-dir", type=Path, default=Path("bench"))
     parser.add_argument("--fresh", action="store_true", help="rebuild the venv and redo every step")
-    parser.add_argument("--worker", choices=["hf", "lmeval"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--yaml-task", type=Path, help="cross-check this YAML task file only (same file both sides)"
+    )
+    parser.add_argument(
+        "--lmeval-python", type=Path, help="python of an existing venv with lm-eval (skips step 1)"
+    )
+    parser.add_argument("--worker", choices=["hf", "lmeval", "replay"], help=argparse.SUPPRESS)
+    parser.add_argument("--task-name", help=argparse.SUPPRESS)
+    parser.add_argument("--table", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--gguf", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--hf-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--yaml-dir", type=Path, help=argparse.SUPPRESS)
@@ -357,6 +452,9 @@ def main() -> None:
 
     if args.worker == "hf":
         worker_hf(args.gguf, args.hf_dir)
+        return
+    if args.worker == "replay":
+        worker_replay(args.yaml_dir, args.task_name, args.limit, args.table, args.out)
         return
     if args.worker == "lmeval":
         worker_lmeval(
@@ -382,8 +480,11 @@ def main() -> None:
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    python = ensure_venv(work / "venv", args.fresh)
+    python = args.lmeval_python or ensure_venv(work / "venv", args.fresh)
     timings["venv_s"] = time.perf_counter() - t0
+    if args.yaml_task is not None:
+        run_yaml_check(args.yaml_task, python, args.limit, args.threads, work, args.out_dir)
+        return
 
     source = resolve("smollm2-135m").path
     hf_dir = work / "smollm2-135m-hf"
@@ -513,6 +614,141 @@ def main() -> None:
     ]
     atomic_write_text(args.out_dir / "crosscheck_lmeval.md", "\n".join(lines))
     print("\n".join(lines))
+
+
+# =========================================================================== YAML-only task
+
+YAML_SECTION = "<!-- yaml-only task: scripts/crosscheck_lmeval.py --yaml-task -->"
+
+
+def _absolute_yaml(task_file: Path, out_dir: Path) -> Path:
+    """A copy of the task file whose data paths are absolute: lm-eval resolves them against the
+    working directory, ramp-edge against the file's folder."""
+    import yaml
+
+    config = yaml.safe_load(task_file.read_text())
+    files = config["dataset_kwargs"]["data_files"]
+    for split, value in files.items():
+        entries = [value] if isinstance(value, str) else value
+        files[split] = [str((task_file.parent / e).resolve()) for e in entries]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    copy = out_dir / task_file.name
+    copy.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    return copy
+
+
+def run_yaml_check(task_file: Path, python: Path, limit: int, threads: int | None,
+                   work: Path, out_dir: Path) -> dict[str, Any]:  # fmt: skip
+    """The same YAML file through lm-eval and ramp-edge, scored with the same log-likelihoods."""
+    from ramp_edge.evaluate.loglik import LlamaCppScorer
+    from ramp_edge.evaluate.tasks import evaluate_items, get_task, score_item
+    from ramp_edge.fsutil import atomic_write_json, atomic_write_text
+    from ramp_edge.models import resolve
+    from ramp_edge.schema import wrap
+
+    task = get_task(str(task_file))
+    yaml_dir = work / "yaml-only"
+    shutil.rmtree(yaml_dir, ignore_errors=True)
+    _absolute_yaml(task_file, yaml_dir)
+    worker = [str(python), __file__, "--worker", "replay", "--yaml-dir", str(yaml_dir),
+              "--task-name", task.name, "--limit", str(limit)]  # fmt: skip
+    recorded = work / "yaml-record.json"
+    run([*worker, "--out", str(recorded)], env=OFFLINE)
+    theirs_requests = [s["requests"] for s in json.loads(recorded.read_text())["samples"]]
+
+    items = task.load(limit)
+    model = resolve("smollm2-135m")
+    table: dict[tuple[str, str], float] = {}
+    start = time.perf_counter()
+    with LlamaCppScorer(model.path, n_threads=threads) as scorer:
+        for item in items:
+            for (c, t), (ll, _) in zip(
+                item.requests, scorer.loglikelihood(item.requests), strict=True
+            ):
+                table[(c, t)] = ll
+        extra = [tuple(r) for reqs in theirs_requests for r in reqs if tuple(r) not in table]
+        for c, t in extra:  # requests only lm-eval built: score them too, so its side is real
+            table[(c, t)] = scorer.loglikelihood([(c, t)])[0][0]
+    ours_seconds = time.perf_counter() - start
+    table_path = work / "yaml-table.json"
+    table_path.write_text(json.dumps([[c, t, ll] for (c, t), ll in table.items()]))
+    replayed = work / "yaml-replay.json"
+    run([*worker, "--table", str(table_path), "--out", str(replayed)], env=OFFLINE)
+    theirs = json.loads(replayed.read_text())
+
+    class Table:
+        def loglikelihood(self, requests):
+            return [(table[(c, t)], False) for c, t in requests]
+
+    ours = evaluate_items(Table(), task, items)
+    samples = theirs["samples"]
+    n = min(len(samples), len(items))
+    same_requests = sum(samples[i]["requests"] == [list(r) for r in items[i].requests]
+                        for i in range(n))  # fmt: skip
+    same_acc = same_norm = 0
+    for i in range(n):
+        acc, norm = score_item(items[i], [(table[tuple(r)], False) for r in items[i].requests])
+        same_acc += acc == samples[i]["acc"]
+        same_norm += norm == samples[i]["acc_norm"]
+    row = {
+        "task": task.name,
+        "task_file": str(task_file),
+        "n": n,
+        "num_fewshot": task.num_fewshot,
+        "lm_eval_acc": theirs["results"].get("acc,none"),
+        "ours_acc": ours.acc,
+        "lm_eval_acc_norm": theirs["results"].get("acc_norm,none"),
+        "ours_acc_norm": ours.acc_norm,
+        "identical_requests": same_requests,
+        "same_acc": same_acc,
+        "same_acc_norm": same_norm,
+        "requests_only_lm_eval_built": len(extra),
+        "unanswered_in_replay": theirs["missing"],
+        "ours_seconds": ours_seconds,
+    }
+    doc = wrap(
+        "ramp-edge/bench",
+        {
+            "bench": "crosscheck-lmeval-yaml",
+            "model": model.model_id,
+            "lm_eval_version": theirs["lm_eval_version"],
+            "limit": limit,
+            "rows": [row],
+        },
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "crosscheck_lmeval_yaml.json", doc)
+    lines = [
+        YAML_SECTION,
+        "",
+        f"## A task defined only as YAML: `{task_file.name}` (lm-eval {theirs['lm_eval_version']})",
+        "",
+        "The same file is read by lm-evaluation-harness and by ramp-edge "
+        f"({task.num_fewshot}-shot, examples sampled by lm-eval's seeded sampler from the scored "
+        "split, a description). Both sides score with the same log-likelihoods (LlamaCppScorer "
+        f"on {model.model_id}; lm-eval through a replay LM), so any difference comes from how the "
+        "task file is read: prompts, few-shot sampling, gold index or acc/acc_norm. `same acc` "
+        "counts documents whose per-document acc (prediction right or wrong) is the same on both "
+        "sides.",
+        "",
+        "| task | n | lm-eval acc | ours acc | lm-eval acc_norm | ours acc_norm | requests "
+        "| same acc | same acc_norm |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {task.name} | {n} | {fmt(row['lm_eval_acc'])} | {fmt(row['ours_acc'])} | "
+        f"{fmt(row['lm_eval_acc_norm'])} | {fmt(row['ours_acc_norm'])} | {same_requests}/{n} | "
+        f"{same_acc}/{n} | {same_norm}/{n} |",
+        "",
+        f"Command: `.venv/bin/python scripts/crosscheck_lmeval.py --yaml-task {task_file} "
+        f"--limit {limit}`.",
+        "",
+    ]
+    md = out_dir / "crosscheck_lmeval.md"
+    text = md.read_text() if md.exists() else ""
+    if YAML_SECTION in text:
+        text = text[: text.index(YAML_SECTION)].rstrip("\n") + "\n"
+    atomic_write_text(md, text + "\n" + "\n".join(lines))
+    print("\n".join(lines))
+    return row
 
 
 def _covers(path: Path, names: list[str]) -> bool:

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Mapping, Protocol, Sequence, Tuple, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 logger = logging.getLogger(__name__)
 
 # (context, continuation) -> (sum of continuation-token log-probabilities in nats, is_greedy)
 # typing aliases, not tuple[...]: this module runs on the device's Python >= 3.8
-Request = Tuple[str, str]
-LoglikResult = Tuple[float, bool]
+Request = tuple[str, str]
+LoglikResult = tuple[float, bool]
 
 
 @runtime_checkable

@@ -85,9 +85,7 @@ class _Loader(yaml.SafeLoader):
     pass
 
 
-_Loader.add_constructor(
-    "!function", lambda loader, node: _PythonRef(loader.construct_scalar(node))
-)
+_Loader.add_constructor("!function", lambda loader, node: _PythonRef(loader.construct_scalar(node)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +196,9 @@ class TaskDefinition:
 
     # ------------------------------------------------------------------ items
 
-    def fewshot_prefix(self, doc: Mapping[str, Any], pool: Sequence[dict], rnd: random.Random) -> str:
+    def fewshot_prefix(
+        self, doc: Mapping[str, Any], pool: Sequence[dict], rnd: random.Random
+    ) -> str:
         """lm-eval ``fewshot_context`` before the document: description + labeled examples."""
         prefix = _render("description", self.description, doc) if self.description else ""
         if self.num_fewshot <= 0:
@@ -232,9 +232,7 @@ class TaskDefinition:
                 prefix += self.fewshot_delimiter
         return prefix
 
-    def doc_to_item(
-        self, doc: Mapping[str, Any], prefix: str = ""
-    ) -> Item:
+    def doc_to_item(self, doc: Mapping[str, Any], prefix: str = "") -> Item:
         """One document as an `Item`, as lm-eval's ``construct_requests`` builds it."""
         text = self.text(doc)
         choices = [str(c) for c in self.choices(doc)]
@@ -385,7 +383,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: include cycle")
     try:
         with open(path, encoding="utf-8") as handle:
-            config = yaml.load(handle, Loader=_Loader)  # noqa: S506 - SafeLoader + !function
+            config = yaml.load(handle, Loader=_Loader)
     except FileNotFoundError:
         raise ConfigError(f"task file not found: {path}") from None
     except yaml.YAMLError as err:
@@ -411,7 +409,7 @@ def _field(path: Path, config: Mapping[str, Any], name: str, kind: type | tuple,
             f"{path}: field '{name}': !function {value} (Python) is not supported; "
             "use a template or a data field"
         )
-    if value is not None and not isinstance(value, kind) or isinstance(value, bool):
+    if (value is not None and not isinstance(value, kind)) or isinstance(value, bool):
         want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise ConfigError(f"{path}: field '{name}' must be {want}, got {value!r}")
     return value
@@ -509,8 +507,7 @@ def parse_yaml_task(path: Path) -> TaskDefinition:
         metric = entry.get("metric") if isinstance(entry, dict) else None
         if metric not in METRICS:
             raise ConfigError(
-                f"{path}: field 'metric_list': metric {metric!r} is not supported "
-                "(acc, acc_norm)"
+                f"{path}: field 'metric_list': metric {metric!r} is not supported (acc, acc_norm)"
             )
         metrics.append(metric)
     if "acc" not in metrics:
@@ -574,7 +571,7 @@ def jsonl_task(path: Path) -> TaskDefinition:
 
 def _check_plain(task: TaskDefinition) -> None:
     """A plain JSONL task's first line must have context (str), choices (list), label (int)."""
-    for file_name, line, doc in task.read_docs(task.eval_split):
+    for _, line, doc in task.read_docs(task.eval_split):
         for key, kind in (("context", str), ("choices", list), ("label", int)):
             if key not in doc:
                 raise ConfigError(f"{task.path}:{line}: field '{key}' is missing")

@@ -26,9 +26,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -66,9 +67,9 @@ class Item:
             divisor of ``acc_norm``.
     """
 
-    requests: Tuple[Tuple[str, str], ...]
+    requests: tuple[tuple[str, str], ...]
     gold: int
-    choice_chars: Tuple[int, ...]
+    choice_chars: tuple[int, ...]
 
     def __post_init__(self) -> None:
         if len(self.requests) < 2:
@@ -100,7 +101,7 @@ class TaskInfo:
 
     name: str
     version: int
-    metrics: Tuple[str, ...] = METRICS
+    metrics: tuple[str, ...] = METRICS
 
     def __post_init__(self) -> None:
         if not self.name or self.version < 1 or "acc" not in self.metrics:
@@ -116,16 +117,16 @@ class TaskResult:
     version: int
     n: int
     acc: float
-    acc_stderr: Optional[float]
-    acc_norm: Optional[float]
-    acc_norm_stderr: Optional[float]
+    acc_stderr: float | None
+    acc_norm: float | None
+    acc_norm_stderr: float | None
     items_per_s: float
 
     def __post_init__(self) -> None:
         if self.n < 1 or not 0.0 <= self.acc <= 1.0:
             raise ArtifactError(f"bad TaskResult for {self.task}: n={self.n}, acc={self.acc}")
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "task": self.task,
             "version": self.version,
@@ -138,7 +139,7 @@ class TaskResult:
         }
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> TaskResult:
+    def from_dict(cls, data: dict[str, Any]) -> TaskResult:
         return cls(**{name: data[name] for name in cls.__dataclass_fields__})
 
 
@@ -156,18 +157,18 @@ def get_task(name: str) -> TaskDefinition:
     return lookup(name)
 
 
-def builtin_task_names() -> List[str]:
+def builtin_task_names() -> list[str]:
     """Names of the tasks shipped in ``ramp_edge/data/tasks``, in their documented order."""
     from ramp_edge.evaluate.taskfile import builtin_names
 
     return builtin_names()
 
 
-def parse_task_names(spec: str | Iterable[str]) -> List[str]:
+def parse_task_names(spec: str | Iterable[str]) -> list[str]:
     """``"arc_easy, piqa, my.yaml"`` or a list -> validated names/paths without duplicates;
     ``all`` = every built-in task."""
     parts = spec.split(",") if isinstance(spec, str) else list(spec)
-    names: List[str] = []
+    names: list[str] = []
     for part in (p.strip() for p in parts):
         if not part:
             continue
@@ -180,7 +181,7 @@ def parse_task_names(spec: str | Iterable[str]) -> List[str]:
     return names
 
 
-def check_limit(limit: Optional[int]) -> None:
+def check_limit(limit: int | None) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"limit must be a positive integer, got {limit!r}")
 
@@ -188,7 +189,7 @@ def check_limit(limit: Optional[int]) -> None:
 # --------------------------------------------------------------------------- scoring
 
 
-def score_item(item: Item, results: Sequence[Tuple[float, bool]]) -> Tuple[float, float]:
+def score_item(item: Item, results: Sequence[tuple[float, bool]]) -> tuple[float, float]:
     """(acc, acc_norm) of one item from its per-choice (loglikelihood, is_greedy) results."""
     if len(results) != len(item.requests):
         raise RampEdgeError(
@@ -200,7 +201,7 @@ def score_item(item: Item, results: Sequence[Tuple[float, bool]]) -> Tuple[float
     return acc, acc_norm
 
 
-def mean_stderr(values: Sequence[float]) -> Optional[float]:
+def mean_stderr(values: Sequence[float]) -> float | None:
     """lm-eval's ``mean_stderr``: sample standard deviation (ddof=1) / sqrt(n); None if n < 2."""
     n = len(values)
     if n < 2:
@@ -214,7 +215,7 @@ def evaluate_items(
     runner: Runner,
     task: Any,
     items: Sequence[Item],
-    progress: Optional[Callable[[int], None]] = None,
+    progress: Callable[[int], None] | None = None,
 ) -> TaskResult:
     """Score `items` of `task` with `runner`, one runner call per item (so KV reuse applies).
 
@@ -223,8 +224,8 @@ def evaluate_items(
             `TaskDefinition`).
         progress: called with the number of items done after each item.
     """
-    accs: List[float] = []
-    norms: List[float] = []
+    accs: list[float] = []
+    norms: list[float] = []
     start = time.perf_counter()
     for done, item in enumerate(items, start=1):
         results = runner.loglikelihood(item.requests)
@@ -258,10 +259,10 @@ def evaluate_items(
 def evaluate_tasks(
     runner: Runner,
     task_names: str | Iterable[str],
-    limit: Optional[int] = None,
-    progress: Optional[ProgressFn] = None,
-    data_dir: Optional[Path] = None,
-) -> List[TaskResult]:
+    limit: int | None = None,
+    progress: ProgressFn | None = None,
+    data_dir: Path | None = None,
+) -> list[TaskResult]:
     """Evaluate `runner` on each task, first `limit` documents each (all when None).
 
     Args:
@@ -283,9 +284,9 @@ def evaluate_tasks(
     loaded = [(task, task.load(limit, data_dir)) for task in tasks]
     total = sum(len(items) for _, items in loaded)
     offset = 0
-    results: List[TaskResult] = []
+    results: list[TaskResult] = []
     for task, items in loaded:
-        tick: Optional[Callable[[int], None]] = None
+        tick: Callable[[int], None] | None = None
         if progress is not None:
             progress(offset, total, task.name)
 

@@ -8,10 +8,11 @@ dotted and indexed access (``{{choices.text}}``, ``{{endings[0]}}``), string met
 (``|trim``, ``|lower``, ``|upper``, ``|capitalize``, ``|title``, ``|string``, ``|int``,
 ``|length``, ``|list``, ``|first``, ``|last``, ``|join(sep)``, ``|replace(a, b)``).
 
-Each ``{{ ... }}`` is parsed with Python's ``ast`` (Jinja expressions are Python-like; ``a|f`` parses
-as a bit-or and is read as a filter) and evaluated over an allow-list, so a task file can never run
-arbitrary code. Values render with ``str()`` as Jinja does (a list renders as its Python repr,
-which lm-eval then reads back with ``ast.literal_eval``). ``{% ... %}`` blocks are refused.
+Each ``{{ ... }}`` is parsed with Python's ``ast`` (Jinja expressions are Python-like; ``a|f``
+parses as a bit-or and is read as a filter) and evaluated over an allow-list, so a task file can
+never run arbitrary code. Values render with ``str()`` as Jinja does (a list renders as its
+Python repr, which lm-eval then reads back with ``ast.literal_eval``). ``{% ... %}`` blocks are
+refused.
 """
 
 from __future__ import annotations

@@ -48,7 +48,8 @@ def filled_store(home: Path) -> tuple[Path, Path]:
                  "ppl_ref": 20.0, "chunks": 4},
             )  # fmt: skip
         ok = BenchResult("pi-a", "pi5", "smol.gguf", "ab" * 32, 90_000_000, 4, 512, 128, 3,
-                         pp_tps=210.5, tg_tps=31.2, load_time_s=0.4, peak_rss_bytes=300 << 20)  # fmt: skip
+                         pp_tps=210.5, tg_tps=31.2, load_time_s=0.4,
+                         peak_rss_bytes=300 << 20)  # fmt: skip
         bad = BenchResult("pi-b", "pi5", "smol.gguf", "ab" * 32, 90_000_000, 4, 512, 128, 3,
                           status="oom", error="killed: out of memory <3 GiB>")  # fmt: skip
         for result in (ok, bad):
@@ -60,7 +61,7 @@ def filled_store(home: Path) -> tuple[Path, Path]:
 
 
 class _Checker(html.parser.HTMLParser):
-    VOID = {"meta", "img", "br", "hr", "link", "input"}
+    VOID = frozenset({"meta", "img", "br", "hr", "link", "input"})
 
     def __init__(self) -> None:
         super().__init__()

@@ -35,6 +35,9 @@ def test_agent_scores_a_yaml_only_task(tmp_path: Path, stories_gguf: Path) -> No
     device = json.loads(proc.stdout.splitlines()[-1])["data"]["tasks"]
     with LlamaCppScorer(stories_gguf, n_ctx=256, n_threads=1) as scorer:
         host = [r.to_dict() for r in evaluate_tasks(scorer, spec)]
-    assert [(t["task"], t["version"], t["n"]) for t in device] == [("capitals", 2, 5), ("plain", 1, 5)]
+    assert [(t["task"], t["version"], t["n"]) for t in device] == [
+        ("capitals", 2, 5),
+        ("plain", 1, 5),
+    ]
     for on_device, on_host in zip(device, host, strict=True):
         assert (on_device["acc"], on_device["acc_norm"]) == (on_host["acc"], on_host["acc_norm"])

@@ -100,9 +100,7 @@ def test_no_task_specific_python_is_left() -> None:
 
     for module in ("tasks.py", "taskfile.py", "template.py"):
         tree = ast.parse((REPO / "ramp_edge" / "evaluate" / module).read_text())
-        docstrings = {
-            id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)
-        }
+        docstrings = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
         strings = [
             node.value
             for node in ast.walk(tree)
@@ -145,9 +143,14 @@ def test_yaml_task_with_fewshot_examples_and_description() -> None:
         "Q: What is the capital of Germany?\nA:",
         " Berlin",
     )
-    assert items[1].requests[0][0].startswith(
-        "Capital cities.\n\nQ: What is the capital of France?\nA: Paris\n\nQ: What is the capital"
-        " of Spain?"
+    assert (
+        items[1]
+        .requests[0][0]
+        .startswith(
+            "Capital cities.\n\nQ: What is the capital of France?\nA: Paris\n\nQ: What is the "
+            "capital"
+            " of Spain?"
+        )
     )
     assert [i.gold for i in items] == [0, 1, 1, 0, 1]  # doc_to_target is the choice string
     assert items == task.load()  # the seed is fixed
@@ -247,7 +250,7 @@ def test_bad_plain_jsonl(tmp_path: Path, row: dict, message: str) -> None:
 def test_unknown_name_and_missing_file() -> None:
     with pytest.raises(ConfigError, match="unknown task 'arc'; known: arc_challenge, arc_easy"):
         get_task("arc")
-    with pytest.raises(ConfigError, match="task file not found: nope.yaml"):
+    with pytest.raises(ConfigError, match=r"task file not found: nope\.yaml"):
         get_task("nope.yaml")
 
 
