@@ -13,14 +13,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Tuple, runtime_checkable  # noqa: UP035
 
 logger = logging.getLogger(__name__)
 
 # (context, continuation) -> (sum of continuation-token log-probabilities in nats, is_greedy)
 # typing aliases, not tuple[...]: this module runs on the device's Python >= 3.8
-Request = tuple[str, str]
-LoglikResult = tuple[float, bool]
+Request = Tuple[str, str]  # noqa: UP006
+LoglikResult = Tuple[float, bool]  # noqa: UP006
 
 
 @runtime_checkable

@@ -289,6 +289,7 @@ ALLOWED_IMPORTS = {
         "logging",
         "math",
         "time",
+        "collections",
         "dataclasses",
         "pathlib",
         "typing",
