@@ -9,7 +9,7 @@ An episode assigns a type to every quantizable tensor. Its return is
     the episode's end. KLD is the mean KL divergence of the whole assembled mixed-precision
     model against the source on calibration tokens (WikiText-2 validation, 4 x 512 tokens,
     `evaluate.assembled.AssembledEvaluator`: the real GGUF run by llama.cpp), KLD_ref that of
-    the uniform KLD_REF_TYPE file of the same model, measured once; so Q = 1 means "as bad as
+    the ~uniform KLD_REF_BPW (Q4_0) file of the same model, measured once; so Q = 1 means "as bad as
     uniform Q4_0" on every model, which zero-shot transfer needs.
   - Surrogate (`--reward surrogate`, fast): Q = sum_i err_i / err_scale, paid per step, with
     ``err_i`` the tensor's relative output error at the chosen type from the measured
@@ -49,8 +49,9 @@ CLIFF = 5.0
 # SmolLM2's 4.5-5.5 bpw 1% more bytes buys ~3-5% less KLD (0.03-0.05 in these units), below
 # the 0.2 that 1% of overrun costs.
 TRUE_COEF = 1.0
-# The uniform type whose measured KLD is the per-model unit of the measured quality term.
-KLD_REF_TYPE = "Q4_0"
+# The measured quality term's per-model unit is the KLD of the file with every tensor at its
+# legal type nearest this many bits per weight (Q4_0 / IQ4_NL: 4.5), the source type excluded.
+KLD_REF_BPW = 4.5
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,16 @@ from stable_baselines3.common.callbacks import BaseCallback
 from ramp_edge import __version__
 from ramp_edge.errors import ArtifactError, ConfigError
 from ramp_edge.rl import reward as rw
-from ramp_edge.rl.env import BPW_HI, BPW_LO, OBS_DIM, SPAN_BPW, AllocationEnv, ModelTask, make_task
+from ramp_edge.rl.env import (
+    BPW_HI,
+    BPW_LO,
+    OBS_DIM,
+    SPAN_BPW,
+    AllocationEnv,
+    ModelTask,
+    make_task,
+    pick_option,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -414,17 +423,22 @@ def kld_quality(
     Each call assembles the episode's allocation into a real GGUF and runs it in llama.cpp on
     calibration tokens (`ramp_edge.evaluate.assembled.AssembledEvaluator`, WikiText-2
     validation, 4 x 512 tokens by default; cached per allocation). Returns the mean KLD divided
-    by `reward.KLD_REF_TYPE`'s uniform file's (measured once per model), so 1.0 means "as bad
-    as uniform Q4_0" on every model: the scale is model-free, as the surrogate's was.
+    by that of the reference file (every tensor at its legal non-source type nearest
+    `reward.KLD_REF_BPW`, i.e. Q4_0 where it fits; measured once per model), so 1.0 means "as
+    bad as uniform Q4_0" on every model: the scale is model-free, as the surrogate's was.
     """
     from ramp_edge.evaluate.assembled import AssembledEvaluator, EvalSettings
 
     evaluator = AssembledEvaluator(source, settings=settings or EvalSettings())
+    specs = {s.name: s.source_type for s in source.specs}
     scale: list[float] = []
 
     def quality(task: ModelTask, types: Mapping[str, str]) -> float:
         if not scale:
-            ref = {s.name: rw.KLD_REF_TYPE for s in source.specs if s.name in set(task.names)}
+            ref = {}
+            for name, n, opts in zip(task.names, task.n_params, task.options, strict=True):
+                paid = [o for o in opts if o[0] != specs[name]] or list(opts)
+                ref[name] = paid[pick_option(paid, n, rw.KLD_REF_BPW)][0]
             scale.append(max(evaluator.evaluate(ref).mean_kld, 1e-9))
         kld = evaluator.evaluate(types).mean_kld
         logger.info("episode KLD %.5f (ratio %.4f)", kld, kld / scale[0])

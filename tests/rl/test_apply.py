@@ -103,3 +103,33 @@ def test_sac_allocate_measures_nothing_and_runs_in_llama_cpp(stories_source, tmp
     export_model(stories_source, recipe, out)
     assert out.stat().st_size == size
     assert kl_divergence(out, stories_source.path, n_chunks=1, n_ctx=64).mean_kld >= 0
+
+
+def test_predicted_error_table_fits_and_keeps_source_free(stories_source):
+    """Baseline (c): errors predicted from the policy's observation by a ridge regression."""
+    import numpy as np
+
+    from ramp_edge.allocate import knapsack as ks
+    from ramp_edge.allocate.predicted import ErrorModel, source_types
+    from ramp_edge.allocate.repair import size_table
+    from ramp_edge.allocate.sensitivity import measure_sensitivity
+    from ramp_edge.rl.env import make_task
+
+    table = measure_sensitivity(stories_source)
+    task = make_task(stories_source, table, activations=False)
+    obs = np.concatenate([task.features, task.extras], 1)
+    src = source_types(stories_source, table)
+    model = ErrorModel.fit([table], [obs], [src])
+    assert model.r2 > 0.5  # in-sample: errors fall steeply with bits, the fit must see that
+    predicted = model.predict_table(size_table(stories_source), obs, src)
+    for t, s in zip(predicted.tensors, src, strict=True):
+        errs = {q: e for q, _, e in t.options}
+        assert all(e >= 0 for e in errs.values())
+        if s in errs:
+            assert errs[s] == 0.0
+        paid = [e for q, _, e in t.options if q != s]
+        if len(paid) >= 2:
+            assert paid[-1] > paid[0]  # fewer bytes, more predicted error
+    lo, hi = ks.min_max_bytes(predicted)
+    choice = ks.allocate_knapsack(predicted, (lo + hi) // 2)
+    assert ks.choice_bytes(predicted, choice) <= (lo + hi) // 2

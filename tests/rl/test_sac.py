@@ -76,3 +76,40 @@ def test_read_metadata_rejects_non_policy(tmp_path):
         sac.read_metadata(bad)
     with pytest.raises(ConfigError):
         sac.read_metadata(tmp_path / "missing.zip")
+
+
+@pytest.mark.slow
+def test_train_on_measured_kld_reward(stories, tmp_path):
+    """The paper's reward: the quality term is the assembled model's measured KLD."""
+    from ramp_edge.evaluate.assembled import EvalSettings
+    from ramp_edge.rl import sac
+    from ramp_edge.rl.env import make_task
+
+    source, table = stories
+    task = make_task(source, table)
+    quality = sac.kld_quality(source, EvalSettings(n_ctx=64, n_chunks=1))
+    calls = []
+
+    def counted(t, types):
+        calls.append(dict(types))
+        return quality(t, types)
+
+    out = tmp_path / "kld.zip"
+    sac.train(
+        [task],
+        out,
+        steps=96,
+        budgets_bpw=(11.0, 12.0),
+        checkpoint_every=0,
+        true_quality=counted,
+        true_every=1,
+        eval_every=48,
+    )
+    meta = sac.read_metadata(out)
+    assert meta["quality"] == "measured KLD"
+    # demonstrations, every training episode and every evaluation point were measured
+    assert len(calls) >= len(meta["demonstrations"]) and meta["demonstrations"]["episodes"] >= 2
+    steps = [s for s, _ in meta["evaluation"]["history"]]
+    assert steps[0] == 0 and len(steps) >= 3
+    assert all(v <= 0 for _, v in meta["evaluation"]["history"])
+    assert quality.evaluator.model_runs >= 2
