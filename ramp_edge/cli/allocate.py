@@ -34,7 +34,9 @@ from ramp_edge.cli._common import (
 @click.option(
     "--policy",
     type=click.Path(exists=True, dir_okay=False),
-    help="SAC policy .zip (method sac; default: the policy shipped with ramp-edge).",
+    help="SAC policy .zip (method sac; default: the shipped policy, trained on SmolLM2 and "
+    "Gemma-3). Method sac measures nothing on MODEL: weight and activation statistics only "
+    "(--json notes: target_measurements 0, features_seconds, policy_seconds, repair_changed).",
 )
 @click.option(
     "--imatrix",
@@ -153,6 +155,17 @@ def allocate(
         "bpw": round(plan.file_bpw, 4),
         "types": dict(recipe.type_counts()),
         "evaluations": recipe.notes.get("evaluations", 0),
+        # method sac (measurement-free): what it computed and how much the repair changed
+        **{
+            k: recipe.notes[k]
+            for k in (
+                "target_measurements",
+                "features_seconds",
+                "policy_seconds",
+                "repair_changed",
+            )
+            if k in recipe.notes
+        },
         "recipe": recipe.to_dict(),
         "out": out,
     }
