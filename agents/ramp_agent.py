@@ -19,15 +19,24 @@ every ``--heartbeat`` seconds during long work, so a silent channel means a dead
 slow model. Human-readable logs go to stderr.
 
 Commands:
-    probe      system facts (RAM, cores, CPU flags, OS, Python, llama.cpp build)
-    env-check  which dependencies are missing, and how to install them
+    probe      system facts (RAM, cgroup cap, cores, CPU flags, OS, Python, llama.cpp build and
+               backends, GPU or unified memory, loadable ggml types, free disk, thermal state)
+    bandwidth  memory copy bandwidth (threaded memmove, read + write bytes)
+    env-check  which dependencies are missing, and how to install them; with --canary-model a
+               canary decode in a subprocess, retried without extra buffer types if it crashes
+    canary     load a model and decode a few tokens (what env-check runs in a subprocess)
     bench      pp<N>/tg<N> tokens/s like llama-bench (reps, mean, stddev), load time, peak RSS
     eval       multiple-choice commonsense scoring of task items (a ramp-edge/task-items JSON
                file) pushed with the agent; needs the scorer modules beside this file as
                ramp_edge/errors.py + ramp_edge/evaluate/{tasks,runner,loglik}.py
 
 Exit codes: 0 ok, 1 internal error, 2 usage, 3 missing dependency, 4 bad input, 5 model failed
-to load, 6 out of memory; 137 (from the shell) when the kernel killed the agent.
+to load, 6 out of memory, 7 the worker crashed (error kind "crashed" with its signal); 137 (from
+the shell) when the kernel killed the agent.
+
+bench, eval and canary run in a worker subprocess (this file with --worker): the parent relays
+its lines and, when it dies from a signal, reports {"kind": "crashed", "signal": 11,
+"signal_name": "SIGSEGV", "stderr_tail": [...]}.
 """
 
 from __future__ import annotations
@@ -54,6 +63,14 @@ EXIT_DEPENDENCY = 3
 EXIT_BAD_INPUT = 4
 EXIT_MODEL_LOAD = 5
 EXIT_OOM = 6
+EXIT_CRASHED = 7  # the worker process died from a signal (SIGSEGV in ggml, SIGILL, ...)
+
+# Commands run in a worker subprocess, so a native crash in llama.cpp becomes an error line
+# with its signal instead of a silent death of the agent.
+WORKER_COMMANDS = ("bench", "eval", "canary")
+# Test-only fault injection: "<command>=<SIGNAL>" makes that worker kill itself with the signal
+# before it loads anything (tests/agent_client, tests/fleet). Never set it on a real device.
+FAULT_ENV = "RAMP_AGENT_TEST_FAULT"
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -225,13 +242,25 @@ def default_threads() -> int:
 class Model:
     """A GGUF loaded with the llama.cpp C API (the same calls llama-bench makes)."""
 
-    def __init__(self, llama_cpp, path: str, llog: LlamaLog) -> None:
+    def __init__(
+        self,
+        llama_cpp,
+        path: str,
+        llog: LlamaLog,
+        n_gpu_layers: int = 0,
+        extra_bufts: bool = True,
+    ) -> None:
         self.lib = llama_cpp
         self.llog = llog
         if not os.path.isfile(path):
             raise AgentError("bad_input", f"model file not found: {path}", EXIT_BAD_INPUT)
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
+        # -1: every layer (llama.cpp's 999); 0 on a CPU-only build, which offloads nothing
+        params.n_gpu_layers = 0x7FFFFFFF if n_gpu_layers < 0 else int(n_gpu_layers)
+        if not extra_bufts and hasattr(params, "use_extra_bufts"):
+            # llama.cpp's --no-repack: no CPU extra buffer types (repacked Q4_0/AMX/KleidiAI)
+            params.use_extra_bufts = False
         start = time.perf_counter()
         self.model = llama_cpp.llama_model_load_from_file(path.encode("utf-8"), params)
         self.load_time_s = time.perf_counter() - start
@@ -421,6 +450,171 @@ def cgroup_memory_limit() -> int | None:
     return None
 
 
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _run_quiet(argv: list, timeout: float = 5.0) -> str | None:
+    """stdout of a small system tool, or None when it is missing or fails."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=timeout, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.decode("utf-8", "replace").strip() if out.returncode == 0 else None
+
+
+def llama_facts() -> dict | None:
+    """llama-cpp-python's version, llama.cpp's build line, backends and loadable ggml types."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return None
+    info = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
+    gpu = bool(getattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)())
+    backends = ["CPU"]
+    for name in ("CUDA", "Metal", "Vulkan", "SYCL", "HIP", "OpenCL", "CANN", "BLAS"):
+        if name.upper() + " :" in info.upper() or name.upper() + " =" in info.upper():
+            backends.append(name)
+    devices = []
+    try:  # ggml's device registry (llama.cpp >= b4000): the real list, GPUs with free memory
+        n = int(llama_cpp.ggml_backend_dev_count())
+        for i in range(n):
+            dev = llama_cpp.ggml_backend_dev_get(i)
+            name = llama_cpp.ggml_backend_dev_name(dev)
+            devices.append(name.decode() if isinstance(name, bytes) else str(name))
+    except Exception:
+        pass
+    build = None
+    for attr in ("LLAMA_BUILD_NUMBER", "LLAMA_COMMIT"):
+        build = build or getattr(llama_cpp, attr, None)
+    types = sorted(
+        name[len("GGML_TYPE_") :]
+        for name in dir(llama_cpp)
+        if name.startswith("GGML_TYPE_") and name != "GGML_TYPE_COUNT"
+    )
+    return {
+        "version": getattr(llama_cpp, "__version__", None),
+        "llama_cpp_build": build,
+        "system_info": info,
+        "supports_mmap": bool(llama_cpp.llama_supports_mmap()),
+        "supports_gpu_offload": gpu,
+        "backends": backends if not gpu or len(backends) > 1 else [*backends, "GPU"],
+        "devices": devices,
+        "ggml_types": types,
+        "cpu_only": not gpu,
+    }
+
+
+def gpu_facts() -> dict:
+    """GPU memory: nvidia-smi on discrete GPUs; Jetson and Apple share RAM (unified memory)."""
+    jetson = os.path.exists("/etc/nv_tegra_release")
+    apple = sys.platform == "darwin" and platform.machine() == "arm64"
+    facts = {"unified_memory": jetson or apple, "kind": None, "name": None}
+    if jetson:
+        facts["kind"] = "jetson"
+        facts["name"] = _read("/proc/device-tree/model")
+    elif apple:
+        facts["kind"] = "apple"
+    out = _run_quiet(
+        ["nvidia-smi", "--query-gpu=name,memory.total,memory.free", "--format=csv,noheader,nounits"]
+    )
+    if out:
+        name, total, free = [x.strip() for x in out.splitlines()[0].split(",")[:3]]
+        facts.update(kind=facts["kind"] or "cuda", name=name)
+        try:
+            facts["memory_total_bytes"] = int(float(total)) << 20
+            facts["memory_free_bytes"] = int(float(free)) << 20
+        except ValueError:
+            pass
+    return facts
+
+
+def thermal_facts() -> dict:
+    """Throttling and power state where the board tells: Pi get_throttled, Jetson nvpmodel."""
+    facts = {}
+    temps = []
+    base = "/sys/class/thermal"
+    try:
+        zones = sorted(z for z in os.listdir(base) if z.startswith("thermal_zone"))
+    except OSError:
+        zones = []
+    for zone in zones:
+        value = _read(os.path.join(base, zone, "temp"))
+        if value and value.lstrip("-").isdigit():
+            temps.append(int(value) / 1000.0)
+    if temps:
+        facts["max_temp_c"] = max(temps)
+    # Raspberry Pi firmware: bit 0 under-voltage now, 1 frequency capped, 2 throttled, 3 soft
+    # temperature limit; bits 16-19 the same since boot.
+    throttled = _read("/sys/devices/platform/soc/soc:firmware/get_throttled")
+    if throttled is None:
+        out = _run_quiet(["vcgencmd", "get_throttled"])
+        throttled = out.split("=", 1)[1] if out and "=" in out else None
+    if throttled is not None:
+        try:
+            bits = int(throttled, 16)
+            facts["pi_throttled"] = hex(bits)
+            facts["pi_throttled_now"] = bool(bits & 0xF)
+        except ValueError:
+            pass
+    mode = _run_quiet(["nvpmodel", "-q"])
+    if mode:
+        facts["jetson_power_mode"] = " ".join(mode.split())
+    governor = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    if governor:
+        facts["cpu_governor"] = governor
+    return facts
+
+
+def copy_bandwidth(size_bytes: int, repeats: int, threads: int) -> float:
+    """Bytes/s of a threaded memmove (read + write counted, like STREAM copy); stdlib only.
+
+    ctypes.memmove is a foreign call that releases the GIL, so the threads copy in parallel,
+    as llama.cpp's decode threads stream weights. The buffer is capped at 1/8 of free RAM.
+    """
+    import ctypes
+
+    avail = memory_facts().get("available_bytes") or size_bytes * 8
+    size = int(min(size_bytes, avail // 8))
+    threads = max(1, threads)
+    size -= size % (threads * 4096)
+    if size <= 0:
+        raise AgentError("bad_input", "not enough free memory to measure bandwidth", EXIT_OOM)
+    src = ctypes.create_string_buffer(size)
+    dst = ctypes.create_string_buffer(size)
+    ctypes.memset(src, 1, size)
+    step = size // threads
+    base_src, base_dst = ctypes.addressof(src), ctypes.addressof(dst)
+
+    def work(i: int) -> None:
+        ctypes.memmove(base_dst + i * step, base_src + i * step, step)
+
+    best = 0.0
+    for _ in range(max(1, repeats)):
+        workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+        start = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = max(best, 2 * size / (time.perf_counter() - start))
+    return best
+
+
+def cmd_bandwidth(args: argparse.Namespace) -> dict:
+    threads = args.threads or default_threads()
+    bw = copy_bandwidth(args.size_mib << 20, args.repeats, threads)
+    return {"copy_bytes_per_s": bw, "threads": threads, "size_mib": args.size_mib}
+
+
 def cmd_probe(args: argparse.Namespace) -> dict:
     facts = {
         "agent_version": AGENT_VERSION,
@@ -452,20 +646,15 @@ def cmd_probe(args: argparse.Namespace) -> dict:
     except Exception:
         facts["psutil_version"] = None
     try:
-        statvfs = os.statvfs(HERE)
+        # where artifacts land (.ramp-edge/artifacts beside the agent's folder)
+        statvfs = os.statvfs(os.path.dirname(HERE) or HERE)
         facts["disk_free_bytes"] = statvfs.f_bavail * statvfs.f_frsize
     except OSError:
         facts["disk_free_bytes"] = None
-    try:
-        import llama_cpp
-
-        facts["llama_cpp"] = {
-            "version": getattr(llama_cpp, "__version__", None),
-            "system_info": llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(),
-            "supports_mmap": bool(llama_cpp.llama_supports_mmap()),
-        }
-    except ImportError:
-        facts["llama_cpp"] = None
+    facts["llama_cpp"] = llama_facts()
+    facts["gpu"] = gpu_facts()
+    facts["thermal"] = thermal_facts()
+    facts["load_avg_1m"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return facts
 
 
@@ -488,7 +677,11 @@ def cmd_env_check(args: argparse.Namespace) -> dict:
     hint = None
     if missing:
         hint = "pip install " + " ".join(missing)
+    canary = None
+    if getattr(args, "canary_model", None) and found["llama_cpp"] is not None:
+        canary = run_canaries(args.canary_model, args.n_gpu_layers)
     return {
+        "canary": canary,
         "python": platform.python_version(),
         "python_ok": sys.version_info >= (3, 8),
         "executable": sys.executable,
@@ -508,7 +701,7 @@ def cmd_bench(args: argparse.Namespace) -> dict:
         raise AgentError("bad_input", "need reps >= 1 and n_prompt or n_gen > 0", EXIT_BAD_INPUT)
     rng = random.Random(args.seed)
     rss_before = current_rss_bytes()
-    model = Model(lib, args.model, llog)
+    model = Model(lib, args.model, llog, args.n_gpu_layers, not args.no_extra_bufts)
     result = {
         "model": {
             "path": args.model,
@@ -518,6 +711,9 @@ def cmd_bench(args: argparse.Namespace) -> dict:
             "file_bytes": os.path.getsize(args.model),
         },
         "threads": threads,
+        "n_gpu_layers": args.n_gpu_layers,
+        "extra_bufts": not args.no_extra_bufts,
+        "gpu_offload": bool(getattr(lib, "llama_supports_gpu_offload", lambda: False)()),
         "n_batch": args.n_batch,
         "n_ubatch": args.n_ubatch,
         "reps": args.reps,
@@ -666,10 +862,14 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     threads = args.threads or default_threads()
     start = time.perf_counter()
     total = sum(len(items) for _, items in plan)
+    if args.no_extra_bufts:
+        _patch_no_extra_bufts(lib)
     try:
         kwargs = {"n_threads": threads}
         if args.n_ctx:
             kwargs["n_ctx"] = args.n_ctx
+        if args.n_gpu_layers:
+            kwargs["n_gpu_layers"] = args.n_gpu_layers
         scorer = loglik.LlamaCppScorer(args.model, **kwargs)
     except MemoryError:
         raise
@@ -708,6 +908,8 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     return {
         "tasks": results,
         "threads": threads,
+        "n_gpu_layers": args.n_gpu_layers,
+        "extra_bufts": not args.no_extra_bufts,
         "n_ctx": getattr(scorer, "n_ctx", None),
         "evaluated_tokens": evaluated,
         "duration_s": time.perf_counter() - start,
@@ -715,11 +917,165 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     }
 
 
+def _patch_no_extra_bufts(lib) -> None:
+    """Make llama_cpp.Llama load without CPU extra buffer types (it has no such argument)."""
+    inner = getattr(lib, "llama_cpp", lib)
+    original = inner.llama_model_default_params
+
+    def default_params():
+        params = original()
+        if hasattr(params, "use_extra_bufts"):
+            params.use_extra_bufts = False
+        return params
+
+    inner.llama_model_default_params = default_params
+
+
+def cmd_canary(args: argparse.Namespace) -> dict:
+    """Load a model and decode a short prompt plus two tokens: the first llama_decode is where
+    a CPU path the build picked but the CPU cannot run (e.g. ggml's AMX kernels) dies."""
+    lib = import_llama_cpp()
+    llog = LlamaLog(lib, verbose=False)
+    start = time.perf_counter()
+    model = Model(lib, args.model, llog, args.n_gpu_layers, not args.no_extra_bufts)
+    try:
+        ctx = model.context(64, 64, 64, args.threads or default_threads())
+        try:
+            rng = random.Random(1)
+            run_prompt(model, ctx, 16, 64, rng)
+            run_gen(model, ctx, 2, rng)
+        finally:
+            model.free_context(ctx)
+    finally:
+        model.close()
+    return {
+        "ok": True,
+        "extra_bufts": not args.no_extra_bufts,
+        "n_gpu_layers": args.n_gpu_layers,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def _signal_name(number: int) -> str:
+    import signal as _signal
+
+    try:
+        return _signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def run_canaries(model: str, n_gpu_layers: int) -> dict:
+    """The canary in a worker; when it crashes, again without extra buffer types."""
+    base = ["canary", "--model", model, "--n-gpu-layers", str(n_gpu_layers)]
+    tries = []
+    for extra in ([], ["--no-extra-bufts"]):
+        code, final, tail = run_worker(base + extra, relay=False)
+        entry = {"extra_bufts": not extra, "exit_code": code}
+        if final is not None and final.get("ok"):
+            entry["ok"] = True
+            tries.append(entry)
+            break
+        entry["ok"] = False
+        err = (final or {}).get("error") or {}
+        entry["error"] = err.get("message") or " ".join(tail[-3:])
+        if code is not None and code < 0:
+            entry.update(signal=-code, signal_name=_signal_name(-code))
+            entry["error"] = "crashed with {}{}".format(
+                _signal_name(-code), ": " + entry["error"] if entry["error"] else ""
+            )
+        tries.append(entry)
+        if not (code is not None and code < 0):
+            break  # an ordinary error (bad file, OOM) will not change without extra buffers
+    ok = tries[-1]["ok"]
+    first = tries[0]
+    if ok and len(tries) > 1:
+        reason = (
+            "the first decode crashed with {} using CPU extra buffer types (repacked/AMX "
+            "kernels); bench and eval run without them (llama.cpp --no-repack)".format(
+                first.get("signal_name")
+            )
+        )
+    elif ok:
+        reason = None
+    else:
+        reason = "the canary decode failed: {}".format(tries[-1].get("error"))
+    return {
+        "ok": ok,
+        "extra_bufts": bool(ok and tries[-1]["extra_bufts"]),
+        "fallback": "no_extra_bufts" if ok and len(tries) > 1 else None,
+        "reason": reason,
+        "tries": tries,
+    }
+
+
+def run_worker(argv: list, relay: bool = True) -> tuple:
+    """Run this agent with --worker for `argv`; relay its protocol lines (not the final one).
+
+    Returns (exit code, the worker's final result/error message or None, stderr tail). A
+    negative exit code is the signal that killed the worker (subprocess convention).
+    """
+    import subprocess
+
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", *argv]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tail: collections.deque = collections.deque(maxlen=20)
+
+    def drain() -> None:
+        for raw in proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                tail.append(line)
+                sys.stderr.write(line + "\n")
+
+    reader = threading.Thread(target=drain, name="worker-stderr", daemon=True)
+    reader.start()
+    final = None
+    for raw in proc.stdout:
+        line = raw.decode("utf-8", "replace").strip()
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(message, dict) or message.get("ramp_agent") != PROTOCOL:
+            continue
+        if message.get("type") in ("result", "error"):
+            final = message
+        elif relay:
+            emit({k: v for k, v in message.items() if k != "ramp_agent"})
+    code = proc.wait()
+    reader.join(timeout=5)
+    return code, final, list(tail)
+
+
+def inject_fault(command: str, args: argparse.Namespace) -> None:
+    """Test-only: RAMP_AGENT_TEST_FAULT="bench=SEGV" kills the bench worker with SIGSEGV;
+    "canary:extra=SEGV" only while extra buffer types are on (as ggml's AMX crash did)."""
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec:
+        return
+    import signal as _signal
+
+    for part in spec.split(","):
+        name, _, sig = part.partition("=")
+        name, _, qualifier = name.strip().partition(":")
+        if qualifier == "extra" and getattr(args, "no_extra_bufts", False):
+            continue
+        if name == command:
+            number = getattr(_signal, "SIG" + sig.strip().upper().replace("SIG", ""), None)
+            if number is not None:
+                sys.stdout.flush()
+                os.kill(os.getpid(), number)
+                time.sleep(5)  # the signal arrives asynchronously
+
+
 COMMANDS = {
     "probe": cmd_probe,
+    "bandwidth": cmd_bandwidth,
     "env-check": cmd_env_check,
     "bench": cmd_bench,
     "eval": cmd_eval,
+    "canary": cmd_canary,
 }
 
 
@@ -734,9 +1090,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="ramp_agent", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=AGENT_VERSION)
     parser.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
     sub.add_parser("probe", help="system facts")
-    sub.add_parser("env-check", help="which dependencies are missing")
+    bw = sub.add_parser("bandwidth", help="memory copy bandwidth")
+    bw.add_argument("--size-mib", type=int, default=128)
+    bw.add_argument("--repeats", type=int, default=5)
+    bw.add_argument("--threads", type=int, default=0, help="0: physical cores")
+    env = sub.add_parser("env-check", help="which dependencies are missing")
+    env.add_argument("--canary-model", default=None, help="decode this GGUF in a subprocess")
+    env.add_argument("--n-gpu-layers", type=int, default=0)
+    canary = sub.add_parser("canary", help="load a model and decode a few tokens")
+    canary.add_argument("--model", required=True)
+    canary.add_argument("--threads", type=int, default=0)
+
+    def load_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--n-gpu-layers", type=int, default=0, help="layers offloaded to the GPU, -1: all"
+        )
+        p.add_argument(
+            "--no-extra-bufts", action="store_true", help="no CPU repack buffers (--no-repack)"
+        )
+
+    load_options(canary)
     bench = sub.add_parser("bench", help="pp/tg tokens per second, llama-bench style")
     bench.add_argument("--model", required=True)
     bench.add_argument("--threads", type=int, default=0, help="0: physical cores")
@@ -748,12 +1124,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ctx-size", type=int, default=0, help="0: n_prompt + n_gen per test")
     bench.add_argument("--seed", type=int, default=1234)
     bench.add_argument("--verbose", action="store_true", help="llama.cpp log on stderr")
+    load_options(bench)
     ev = sub.add_parser("eval", help="commonsense multiple-choice accuracy")
     ev.add_argument("--model", required=True)
     ev.add_argument("--tasks", required=True, help="JSON task items pushed with the agent")
     ev.add_argument("--limit", type=int, default=0, help="items per task, 0: all")
     ev.add_argument("--threads", type=int, default=0)
     ev.add_argument("--n-ctx", type=int, default=0, help="0: the scorer's default (2048)")
+    load_options(ev)
     return parser
 
 
@@ -764,6 +1142,34 @@ def main(argv: list | None = None) -> int:
         command = args.command
         if command is None:
             raise AgentError("usage", "no command; one of: " + ", ".join(COMMANDS), EXIT_USAGE)
+        if command in WORKER_COMMANDS and not args.worker:
+            with Heartbeat(args.heartbeat):
+                code, final, tail = run_worker(list(argv if argv is not None else sys.argv[1:]))
+            if final is not None:
+                emit({k: v for k, v in final.items() if k != "ramp_agent"})
+                return code if code >= 0 else EXIT_CRASHED
+            if code < 0:
+                raise AgentError(
+                    "crashed",
+                    "{} crashed with {} (native code in llama.cpp/ggml); last log: {}".format(
+                        command, _signal_name(-code), " | ".join(tail[-3:]) or "none"
+                    ),
+                    EXIT_CRASHED,
+                    signal=-code,
+                    signal_name=_signal_name(-code),
+                    stderr_tail=tail,
+                )
+            raise AgentError(
+                "internal",
+                "the {} worker exited {} without a result: {}".format(
+                    command, code, " | ".join(tail[-3:]) or "no output"
+                ),
+                EXIT_INTERNAL,
+                stderr_tail=tail,
+            )
+        if args.worker:
+            args.heartbeat = 0  # the parent beats; the worker only reports progress
+            inject_fault(command, args)
         with Heartbeat(args.heartbeat):
             data = COMMANDS[command](args)
         emit({"type": "result", "command": command, "ok": True, "data": data})

@@ -75,6 +75,12 @@ class AgentError(RemoteError):
     def oom(self) -> bool:
         return self.kind in ("out_of_memory", "killed")
 
+    @property
+    def signal(self) -> int | None:
+        """The signal a crashed worker died from (11 for SIGSEGV), else None."""
+        value = self.detail.get("signal")
+        return int(value) if value is not None else None
+
 
 @dataclass(frozen=True, slots=True)
 class BenchOptions:
@@ -86,6 +92,8 @@ class BenchOptions:
     reps: int = 5
     ctx_size: int | None = None
     timeout_s: float | None = 3600.0
+    n_gpu_layers: int = 0  # -1: all layers; resolved from "auto" by the pipeline
+    extra_bufts: bool = True  # False: llama.cpp --no-repack (the canary's fallback)
 
     def __post_init__(self) -> None:
         if self.reps < 1 or self.n_prompt < 0 or self.n_gen < 0 or self.n_prompt + self.n_gen == 0:
@@ -106,7 +114,13 @@ class BenchOptions:
             args += ["--threads", str(self.threads)]
         if self.ctx_size:
             args += ["--ctx-size", str(self.ctx_size)]
-        return args
+        return args + load_args(self.n_gpu_layers, self.extra_bufts)
+
+
+def load_args(n_gpu_layers: int, extra_bufts: bool) -> list[str]:
+    """The agent's model-load flags, the same for bench, eval and canary."""
+    args = ["--n-gpu-layers", str(n_gpu_layers)] if n_gpu_layers else []
+    return args + ([] if extra_bufts else ["--no-extra-bufts"])
 
 
 # --------------------------------------------------------------------------- agent files
@@ -324,6 +338,23 @@ class Agent:
     def probe(self) -> dict[str, Any]:
         return self.call("probe", timeout=120)
 
+    def bandwidth(self, size_mib: int = 128, repeats: int = 5) -> dict[str, Any]:
+        return self.call(
+            "bandwidth", ["--size-mib", str(size_mib), "--repeats", str(repeats)], timeout=300
+        )
+
+    def canary(self, remote_model: str, n_gpu_layers: int = 0) -> dict[str, Any]:
+        """A canary decode of `remote_model` in a subprocess on the device.
+
+        Returns the env-check's `canary` dict: ok, extra_bufts (False when the decode only
+        survived without CPU extra buffer types), fallback, reason, tries (with signals).
+        """
+        args = ["--canary-model", remote_model]
+        if n_gpu_layers:
+            args += ["--n-gpu-layers", str(n_gpu_layers)]
+        data = self.call("env-check", args, timeout=600)
+        return dict(data.get("canary") or {"ok": False, "reason": "llama-cpp-python missing"})
+
     def bench(self, remote_model: str, options: BenchOptions) -> dict[str, Any]:
         return self.call(
             "bench", ["--model", remote_model, *options.agent_args()], timeout=options.timeout_s
@@ -338,6 +369,8 @@ class Agent:
         threads: int | None = None,
         n_ctx: int | None = None,
         timeout: float | None = None,
+        n_gpu_layers: int = 0,
+        extra_bufts: bool = True,
     ) -> dict[str, Any]:
         args = ["--model", remote_model, "--tasks", remote_tasks]
         if limit:
@@ -346,6 +379,7 @@ class Agent:
             args += ["--threads", str(threads)]
         if n_ctx:
             args += ["--n-ctx", str(n_ctx)]
+        args += load_args(n_gpu_layers, extra_bufts)
         return self.call("eval", args, timeout=timeout)
 
 
@@ -356,12 +390,16 @@ def bootstrap(
     requirements: Sequence[str] = DEFAULT_REQUIREMENTS,
     pip_args: Sequence[str] = (),
     timeout: float | None = 3600.0,
+    find_links: str | None = None,
 ) -> str:
     """Create `.ramp-edge/venv` on the device and pip-install the agent's dependencies.
 
     llama-cpp-python builds llama.cpp from source where no wheel fits (10+ minutes on a
-    Raspberry Pi); the link watchdog keeps the connection checked meanwhile. Returns the venv's
-    python path (relative to the login home).
+    Raspberry Pi); the link watchdog keeps the connection checked meanwhile. The build is
+    portable: agents/llama_build.py, pushed and run on the device, gives CMAKE_ARGS for that
+    CPU (GGML_NATIVE=OFF, its own ISA flags, AMX off: ggml's AMX path segfaults on the first
+    decode). `find_links` (a folder on the device) lets pip take a wheel built before.
+    Returns the venv's python path (relative to the login home).
     """
     venv_python = f"{VENV_DIR}/bin/python"
     logger.info("%s: creating %s", conn.name, VENV_DIR)
@@ -374,6 +412,20 @@ def bootstrap(
             f"{conn.name}: cannot create a venv with {python}{hint}: "
             f"{result.stderr.strip().splitlines()[-1:] or result.exit_code}"
         )
+    env: dict[str, str] = {}
+    if any(r.startswith("llama-cpp-python") for r in requirements):
+        build_py = Path(__file__).resolve().parents[1] / "agents" / "llama_build.py"
+        remote_build = f"{AGENT_DIR}/llama_build.py"
+        conn.put(build_py, remote_build, local_sha256=sha256_file(build_py))
+        flags = conn.run([venv_python, remote_build], check=False, timeout=60)
+        if not flags.ok:
+            raise DependencyError(
+                f"{conn.name}: agents/llama_build.py failed on the device: "
+                f"{flags.stderr.strip().splitlines()[-1:] or flags.exit_code}"
+            )
+        env = {"CMAKE_ARGS": flags.stdout.strip(), "FORCE_CMAKE": "1"}
+        logger.info("%s: llama-cpp-python build flags: %s", conn.name, env["CMAKE_ARGS"])
+    extra = ["--find-links", find_links] if find_links else []
     if requirements:
         result = conn.run(
             [
@@ -382,16 +434,17 @@ def bootstrap(
                 "pip",
                 "install",
                 "--disable-pip-version-check",
+                *extra,
                 *pip_args,
                 *requirements,
             ],
             check=False,
             timeout=timeout,
+            env=env or None,
         )
         if not result.ok:
             tail = result.stderr.strip().splitlines()[-1:] or [f"exit {result.exit_code}"]
             raise DependencyError(
-                f"{conn.name}: pip install {' '.join(requirements)} "
-                f"failed: {tail[0]}"
+                f"{conn.name}: pip install {' '.join(requirements)} failed: {tail[0]}"
             )
     return venv_python

@@ -11,6 +11,7 @@ remote device would, as a local subprocess (`fleet.local`, no paramiko).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -62,6 +63,12 @@ class DeployRequest:
     limit: int | None = 50
     chunks: int = 4
     min_tps: float | None = None
+    # the goal when memory and latency do not bind: the smallest artifact whose mean KLD
+    # against the source stays within this (None: keep the source-size cap)
+    max_kld: float | None = 0.05
+    search_steps: int = 3  # KLD measurements of the bisection over the size
+    compare_presets: int = 2  # llama.cpp presets of equal or larger size in the table
+    n_gpu_layers: int | str | None = "auto"
     n_ctx: int = 2048
     out: str | None = None
     trust_new_host: bool = False
@@ -84,6 +91,9 @@ class DeployOutcome:
     quality: dict[str, Any]  # KLD / perplexity against the source, measured here
     report: DeployReport | None
     seconds: float
+    # rows of the comparison table (ours first, then llama.cpp presets) and the verdict
+    comparison: tuple[Mapping[str, Any], ...] = ()
+    verdict: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -107,6 +117,8 @@ class DeployOutcome:
             "quality": self.quality,
             "device_report": self.report.to_dict() if self.report is not None else None,
             "seconds": round(self.seconds, 2),
+            "comparison": [dict(r) for r in self.comparison],
+            "verdict": self.verdict,
         }
 
 
@@ -124,6 +136,8 @@ class DeployReport:
     evals: tuple[EvalResult, ...] = ()
     duration_s: float = 0.0
     finished_at: str = field(default_factory=utc_now)
+    # how llama.cpp ran: n_gpu_layers and why, the canary decode (fallback, signals)
+    environment: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -145,6 +159,7 @@ class DeployReport:
             "evals": [e.to_dict() for e in self.evals],
             "duration_s": round(self.duration_s, 3),
             "finished_at": self.finished_at,
+            "environment": dict(self.environment),
         }
 
 
@@ -182,10 +197,9 @@ def run_deploy(
 ) -> DeployOutcome:
     from ramp_edge.allocate.api import allocate
     from ramp_edge.allocate.budget import parse_budget
+    from ramp_edge.device.profiling import ensure_measured, is_fresh
     from ramp_edge.errors import ConfigError
-    from ramp_edge.evaluate.perplexity import kl_divergence
     from ramp_edge.models import resolve
-    from ramp_edge.device.profiling import ensure_measured
     from ramp_edge.quant.export import export_model
     from ramp_edge.source import open_source
     from ramp_edge.store import Store
@@ -199,35 +213,78 @@ def run_deploy(
         raise ConfigError(
             f"device {request.device!r} needs --host user@addr (or use fleet bench with an inventory)"
         )
+    if request.host is not None and not is_fresh(profile.measured):
+        # a device's budget comes from its own measurement: profile it first (seconds)
+        from ramp_edge.device.profiling import FAST_OPTIONS, profile_host
+        from ramp_edge.fleet.group import connect_host
+
+        say(f"profile {request.host.name} (no fresh measured profile)")
+        with connect_host(request.host, trust_new_host=request.trust_new_host) as conn:
+            measured = profile_host(
+                conn, profile.id, options=FAST_OPTIONS, bootstrap_env=request.bootstrap
+            )
+        with Store() as store:
+            store.save_measured_profile(measured)
+            profile = store.profile(request.device)
     profile = ensure_measured(profile)
     resolved = resolve(request.model)
     source = open_source(resolved)
     say("budget")
     budget_bytes, binding, explanation = choose_budget(request, source, profile)
-    say(f"allocate ({request.method}) for {budget_bytes:,} bytes")
-    recipe = allocate(
-        source,
-        parse_budget(f"{budget_bytes}b"),
-        request.method,
-        policy=request.policy,
-        progress=progress,
-        calibrate_roles=request.calibrate,
-    )
-    label = f"{resolved.model_id}-{request.method}-{budget_bytes // 1000}k"
-    target = Path(request.out) if request.out else paths.artifacts_dir() / f"{label}.gguf"
-    say(f"export {target.name}")
-    result = export_model(source, recipe, target, progress=progress)
-    recipe.save(target.with_suffix(".recipe.json"))
-    say("quality against the reference")
-    kld = kl_divergence(target, resolved.path, n_chunks=request.chunks, progress=progress)
-    quality = {
-        "mean_kld": kld.mean_kld,
-        "kld_p99": kld.kld_p99,
-        "same_top_p": kld.same_top_p,
-        "ppl": kld.ppl_cand,
-        "ppl_ref": kld.ppl_ref,
-        "chunks": kld.n_chunks,
-    }
+
+    def build(nbytes: int, out: str | None = None) -> tuple[Path, Any, Any, dict[str, Any]]:
+        say(f"allocate ({request.method}) for {nbytes:,} bytes")
+        recipe = allocate(
+            source,
+            parse_budget(f"{nbytes}b"),
+            request.method,
+            policy=request.policy,
+            progress=progress,
+            calibrate_roles=request.calibrate,
+        )
+        label = f"{resolved.model_id}-{request.method}-{nbytes // 1000}k"
+        target = Path(out) if out else paths.artifacts_dir() / f"{label}.gguf"
+        say(f"export {target.name}")
+        result = export_model(source, recipe, target, progress=progress)
+        recipe.save(target.with_suffix(".recipe.json"))
+        say("quality against the reference")
+        return target, result, recipe, _quality(target, resolved.path, request.chunks, progress)
+
+    source_bytes = Path(source.path).stat().st_size
+    if binding == "reference" and request.max_kld is not None:
+        # Memory and latency do not bind: the goal is the smallest artifact within max_kld.
+        # Bisection over the size (each step one allocation, export and KLD), from 55% of the
+        # source; the source itself (KLD 0) is the upper end.
+        lo, hi = int(0.55 * source_bytes), source_bytes
+        best = None
+        for step in range(max(1, request.search_steps)):
+            mid = lo if step == 0 else (lo + hi) // 2
+            built = build(mid)
+            kld_value = built[3]["mean_kld"]
+            say(f"size {mid:,} B: KLD {kld_value:.4f} (goal <= {request.max_kld})")
+            if kld_value <= request.max_kld:
+                best, hi = (mid, built), mid
+                if step == 0:
+                    break
+            else:
+                lo = mid
+        if best is not None:
+            budget_bytes, built = best
+            binding = "quality"
+            explanation = (
+                f"memory and latency do not bind ({explanation}); goal: the smallest artifact "
+                f"with mean KLD <= {request.max_kld} against the source "
+                f"({100 * budget_bytes / source_bytes:.0f}% of its {source_bytes:,} B)"
+            )
+        else:
+            built = build(hi)
+            explanation += f"; no smaller artifact met KLD <= {request.max_kld}"
+        target, result, recipe, quality = built
+        if request.out:
+            os.replace(target, request.out)
+            target = Path(request.out)
+    else:
+        target, result, recipe, quality = build(budget_bytes, request.out)
     conn_ctx: Transport
     if request.host is None:
         from ramp_edge.fleet.local import LocalConnection
@@ -250,7 +307,25 @@ def run_deploy(
             bootstrap_env=request.bootstrap,
             on_status=say,
             progress=progress,
+            n_gpu_layers=request.n_gpu_layers,
         )
+        comparison = [
+            _row("ramp-edge " + recipe.method, target, result.plan.size_bytes, quality, report)
+        ]
+        for preset in _presets_at_or_above(source, result.plan.size_bytes, request.compare_presets):
+            say(f"compare: llama.cpp preset {preset}")
+            path, size, pq = _export_preset(source, resolved, preset, request.chunks, progress)
+            preset_report = deploy_to_host(
+                conn,
+                path,
+                tasks=request.tasks,
+                limit=request.limit,
+                bench_opts=bench_opts,
+                device=request.device,
+                on_status=say,
+                n_gpu_layers=request.n_gpu_layers,
+            )
+            comparison.append(_row(preset, path, size, pq, preset_report))
     with Store() as store:
         store_report(store, report)
         store.add_result(
@@ -273,6 +348,92 @@ def run_deploy(
         quality,
         report,
         time.perf_counter() - start,
+        tuple(comparison),
+        _verdict(comparison, request.max_kld if binding == "quality" else None),
+    )
+
+
+def _quality(target: Path, reference: Any, chunks: int, progress: ProgressFn | None) -> dict:
+    from ramp_edge.evaluate.perplexity import kl_divergence
+
+    kld = kl_divergence(target, reference, n_chunks=chunks, progress=progress)
+    return {
+        "mean_kld": kld.mean_kld,
+        "kld_p99": kld.kld_p99,
+        "same_top_p": kld.same_top_p,
+        "ppl": kld.ppl_cand,
+        "ppl_ref": kld.ppl_ref,
+        "chunks": kld.n_chunks,
+    }
+
+
+# llama.cpp presets a mixed artifact is compared with (no imatrix needed)
+COMPARE_PRESETS = ("Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_K_S", "Q4_K_M", "Q5_0", "Q5_K_S")
+
+
+def _presets_at_or_above(source: Any, size_bytes: int, n: int) -> list[str]:
+    """The `n` smallest llama.cpp presets whose file is at least `size_bytes`."""
+    from ramp_edge import recipe as recipes
+    from ramp_edge.errors import ConfigError
+    from ramp_edge.quant.export import plan_export
+
+    sized = []
+    for name in COMPARE_PRESETS:
+        try:
+            sized.append((plan_export(source, recipes.build(source, name)).size_bytes, name))
+        except ConfigError:
+            continue
+    return [name for size, name in sorted(sized) if size >= size_bytes][:n]
+
+
+def _export_preset(
+    source: Any, resolved: Any, preset: str, chunks: int, progress: ProgressFn | None
+) -> tuple[Path, int, dict]:
+    from ramp_edge import recipe as recipes
+    from ramp_edge.quant.export import export_model
+
+    target = paths.artifacts_dir() / f"{resolved.model_id}-preset-{preset}.gguf"
+    result = export_model(source, recipes.build(source, preset), target, progress=progress)
+    return target, result.plan.size_bytes, _quality(target, resolved.path, chunks, progress)
+
+
+def _row(name: str, path: Path, size: int, quality: Mapping[str, Any], report: Any) -> dict:
+    bench = report.bench if report is not None else None
+    accs = [e.acc for e in (report.evals if report is not None else ()) if e.status == "ok"]
+    return {
+        "name": name,
+        "artifact": str(path),
+        "bytes": size,
+        "mean_kld": quality["mean_kld"],
+        "ppl": quality["ppl"],
+        "tg_tps": bench.tg_tps if bench is not None and bench.ok else None,
+        "accuracy": sum(accs) / len(accs) if accs else None,
+        "status": report.status if report is not None else "not run",
+    }
+
+
+def _verdict(rows: Sequence[Mapping[str, Any]], max_kld: float | None) -> str:
+    """One line: how ours compares with the presets of equal or larger size."""
+    if not rows:
+        return ""
+    ours, presets = rows[0], rows[1:]
+    if not presets:
+        return (
+            f"{ours['name']}: {ours['bytes']:,} B, KLD {ours['mean_kld']:.4f}; no preset to compare"
+        )
+    beaten = [p for p in presets if ours["mean_kld"] <= p["mean_kld"]]
+    smallest = min(presets, key=lambda p: p["bytes"])
+    saved = 100 * (1 - ours["bytes"] / smallest["bytes"])
+    goal = f" (goal KLD <= {max_kld})" if max_kld is not None else ""
+    if len(beaten) == len(presets):
+        return (
+            f"ramp-edge's mix is {saved:.0f}% smaller than {smallest['name']} and its KLD "
+            f"{ours['mean_kld']:.4f} is at or below every larger preset's{goal}"
+        )
+    others = ", ".join("{} {:.4f}".format(p["name"], p["mean_kld"]) for p in presets)
+    return (
+        f"ramp-edge's mix is {saved:.0f}% smaller than {smallest['name']}; KLD "
+        f"{ours['mean_kld']:.4f} vs {others}{goal}: {len(beaten)} of {len(presets)} matched"
     )
 
 
@@ -281,8 +442,27 @@ def _bench_failure(err: AgentError, **fields: Any) -> BenchResult:
         status="oom" if err.oom else "error",
         error=str(err),
         peak_rss_bytes=err.detail.get("peak_rss_bytes"),
+        signal=err.signal,
         **fields,
     )
+
+
+def resolve_gpu_layers(
+    requested: int | str | None, probe: Mapping[str, Any], artifact: Path, n_ctx: int = 2048
+) -> tuple[int, str]:
+    """`--n-gpu-layers`: an int as given, or "auto" from the device's memory (budget.py)."""
+    if requested not in (None, "auto"):
+        n = int(requested)
+        gpu = bool(dict(probe.get("llama_cpp") or {}).get("supports_gpu_offload"))
+        return n, ("as requested" if gpu or n == 0 else "as requested, but a CPU-only build")
+    from ramp_edge.device.budget import auto_gpu_layers
+    from ramp_edge.device.profiling import read_gguf_tensors
+
+    tensors = read_gguf_tensors(artifact)
+    blocks = {t.name.split(".")[1] for t in tensors if t.name.startswith("blk.")}
+    # KV cache + compute buffers: a generous flat allowance for small edge contexts
+    overhead = 256 << 20
+    return auto_gpu_layers(probe, artifact.stat().st_size, len(blocks) + 1, overhead)
 
 
 def deploy_to_host(
@@ -298,6 +478,7 @@ def deploy_to_host(
     eval_n_ctx: int | None = None,
     on_status: StatusFn | None = None,
     progress: ProgressFn | None = None,
+    n_gpu_layers: int | str | None = "auto",
 ) -> DeployReport:
     """Push an artifact plus the agent to one device, then bench (and eval) it there.
 
@@ -311,6 +492,12 @@ def deploy_to_host(
         bootstrap_env: create a venv and pip-install what the agent misses.
         on_status: short status texts for a live view ("push 40%", "bench tg128 3/5").
         progress: push progress callback (bytes done, total, description).
+        n_gpu_layers: layers to offload for bench and eval alike (-1 all), or "auto" (all that
+            fit the GPU or unified memory; 0 on a CPU-only build); stored with every result.
+
+    A canary decode runs first in a subprocess on the device; when it crashes with CPU extra
+    buffer types (ggml's AMX/repack path) bench and eval run without them. A native crash
+    during bench or eval is recorded with its signal.
 
     Returns:
         DeployReport. An out-of-memory or failed benchmark/eval is recorded in the report with
@@ -367,8 +554,26 @@ def deploy_to_host(
         "artifact": artifact.name,
         "artifact_sha256": sha,
     }
+    ngl, ngl_reason = resolve_gpu_layers(n_gpu_layers, probe, artifact)
+    status("canary")
+    canary = agent.canary(remote_model, ngl)
+    environment = {"n_gpu_layers": ngl, "n_gpu_layers_reason": ngl_reason, "canary": canary}
+    if canary.get("fallback"):
+        logger.warning("%s: %s", name, canary.get("reason"))
+    options = dataclasses.replace(
+        options, n_gpu_layers=ngl, extra_bufts=bool(canary.get("extra_bufts", True))
+    )
     status("bench")
     try:
+        if not canary.get("ok"):
+            tries = canary.get("tries", ())
+            signal = next((t.get("signal") for t in tries if t.get("signal")), None)
+            raise AgentError(
+                f"{name}: {canary.get('reason') or 'the canary decode failed'}",
+                "crashed" if signal else "canary_failed",
+                None,
+                {"signal": signal} if signal else {},
+            )
         data = agent.bench(remote_model, options)
         bench = BenchResult.from_agent(
             data,
@@ -388,9 +593,26 @@ def deploy_to_host(
             n_prompt=options.n_prompt,
             n_gen=options.n_gen,
             reps=options.reps,
+            n_gpu_layers=ngl,
             **fields,
         )
     evals: list[EvalResult] = []
+    if tasks and not canary.get("ok"):
+        payload = dict(tasks) if isinstance(tasks, Mapping) else build_task_payload(tasks, limit)
+        evals = [
+            EvalResult(
+                task=t["name"],
+                task_version=int(t["version"]),
+                n=len(t["items"]),
+                status="error",
+                error=str(bench.error),
+                n_gpu_layers=ngl,
+                signal=bench.signal,
+                **fields,
+            )
+            for t in payload["tasks"]
+        ]
+        tasks = None
     if tasks:
         payload = dict(tasks) if isinstance(tasks, Mapping) else build_task_payload(tasks, limit)
         text = json.dumps(payload, separators=(",", ":"))
@@ -408,8 +630,12 @@ def deploy_to_host(
                 threads=options.threads,
                 n_ctx=eval_n_ctx,
                 timeout=options.timeout_s,
+                n_gpu_layers=ngl,
+                extra_bufts=options.extra_bufts,
             )
-            evals = [EvalResult.from_agent(t, **fields) for t in data.get("tasks", [])]
+            evals = [
+                EvalResult.from_agent(t, n_gpu_layers=ngl, **fields) for t in data.get("tasks", [])
+            ]
         except AgentError as err:
             if err.kind in ("missing_dependency", "missing_scorer", "no_python", "usage"):
                 raise
@@ -421,6 +647,8 @@ def deploy_to_host(
                     n=len(t["items"]),
                     status="oom" if err.oom else "error",
                     error=str(err),
+                    n_gpu_layers=ngl,
+                    signal=err.signal,
                     **fields,
                 )
                 for t in payload["tasks"]
@@ -436,6 +664,7 @@ def deploy_to_host(
         bench=bench,
         evals=tuple(evals),
         duration_s=time.monotonic() - start,
+        environment=environment,
     )
 
 

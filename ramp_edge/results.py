@@ -59,6 +59,8 @@ class BenchResult:
     status: str = "ok"
     error: str | None = None
     measured_at: str = field(default_factory=utc_now)
+    n_gpu_layers: int | None = None  # layers llama.cpp offloaded (-1: all); 0 on CPU
+    signal: int | None = None  # the signal a native crash died from (11: SIGSEGV)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -98,6 +100,8 @@ class BenchResult:
             "status": self.status,
             "error": self.error,
             "measured_at": self.measured_at,
+            "n_gpu_layers": self.n_gpu_layers,
+            "signal": self.signal,
         }
 
     @classmethod
@@ -144,6 +148,9 @@ class BenchResult:
             peak_rss_bytes=int(data["peak_rss_bytes"]) if data.get("peak_rss_bytes") else None,
             llama_cpp_version=llama_cpp_version,
             system_info=system_info,
+            n_gpu_layers=(
+                int(data["n_gpu_layers"]) if data.get("n_gpu_layers") is not None else None
+            ),
         )
 
     @classmethod
@@ -162,6 +169,8 @@ class BenchResult:
         n_gen: int = 0,
         reps: int = 0,
         peak_rss_bytes: int | None = None,
+        n_gpu_layers: int | None = None,
+        signal: int | None = None,
     ) -> BenchResult:
         return cls(
             host=host,
@@ -176,6 +185,8 @@ class BenchResult:
             peak_rss_bytes=peak_rss_bytes,
             status=status,
             error=error,
+            n_gpu_layers=n_gpu_layers,
+            signal=signal,
         )
 
 
@@ -198,6 +209,8 @@ class EvalResult:
     status: str = "ok"
     error: str | None = None
     measured_at: str = field(default_factory=utc_now)
+    n_gpu_layers: int | None = None  # the same offload as the bench of the same artifact
+    signal: int | None = None  # the signal a native crash died from
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -227,6 +240,7 @@ class EvalResult:
         device: str | None,
         artifact: str,
         artifact_sha256: str,
+        n_gpu_layers: int | None = None,
     ) -> EvalResult:
         """Build from one entry of the agent's `eval` result (a TaskResult.to_dict())."""
         return cls(
@@ -242,4 +256,5 @@ class EvalResult:
             acc_norm=task_data.get("acc_norm"),
             acc_norm_stderr=task_data.get("acc_norm_stderr"),
             items_per_s=task_data.get("items_per_s"),
+            n_gpu_layers=n_gpu_layers,
         )

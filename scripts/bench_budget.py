@@ -21,12 +21,15 @@ Writes bench/budget_tps.json and bench/budget_tps.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ramp_edge import paths
@@ -38,20 +41,121 @@ from ramp_edge.device.budget import (
 )
 from ramp_edge.device.profiles import load_profile
 from ramp_edge.device.profiling import (
+    _require_llama,
     bytes_read_per_token,
     host_facts,
     measure_copy_bandwidth,
-    measure_llama_speed,
     physical_cores,
     quantize_pure,
     read_gguf_tensors,
 )
+from ramp_edge.errors import ArtifactError, ConfigError, RampEdgeError
 from ramp_edge.fsutil import atomic_write_json, atomic_write_text
 from ramp_edge.models import resolve
 from ramp_edge.quant.llamacpp import llama_quantize
 from ramp_edge.schema import wrap
 
 logger = logging.getLogger("bench_budget")
+
+
+@dataclass(frozen=True, slots=True)
+class LlamaSpeed:
+    """pp/tg samples of one GGUF (tokens/s from llama.cpp's counters)."""
+
+    path: str
+    n_threads: int
+    n_prompt: int
+    n_gen: int
+    pp_samples_tokens_per_s: tuple[float, ...]
+    tg_samples_tokens_per_s: tuple[float, ...]
+
+    @property
+    def pp_tokens_per_s(self) -> float:
+        return statistics.median(self.pp_samples_tokens_per_s)
+
+    @property
+    def tg_tokens_per_s(self) -> float:
+        return statistics.median(self.tg_samples_tokens_per_s)
+
+
+@contextlib.contextmanager
+def _load(path: Path, n_ctx: int, n_batch: int, n_threads: int) -> Iterator[object]:
+    llama_cpp = _require_llama()
+    try:
+        llm = llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_ubatch=n_batch,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            logits_all=False,
+            verbose=False,
+        )
+    except (ValueError, RuntimeError) as err:
+        raise ArtifactError(f"llama.cpp could not load {path}: {err}") from None
+    try:
+        yield llm
+    finally:
+        llm.close()
+
+
+def measure_llama_speed(
+    path: str | os.PathLike[str],
+    n_prompt: int = 128,
+    n_gen: int = 64,
+    repetitions: int = 3,
+    n_threads: int | None = None,
+) -> LlamaSpeed:
+    """Prompt (pp) and generation (tg) speed of a GGUF with llama.cpp.
+
+    Each repetition: pp = one decode of `n_prompt` tokens; tg = `n_gen` one-token decodes
+    from an empty cache (llama-bench's pp512/tg128, shorter). A warm-up pass first faults the
+    memory-mapped weights in.
+    """
+    llama_cpp = _require_llama()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"model file not found: {path}")
+    n_threads = n_threads or physical_cores()
+    n_ctx = max(64, n_prompt + n_gen + 8)
+    pp: list[float] = []
+    tg: list[float] = []
+    with _load(path, n_ctx=n_ctx, n_batch=max(8, n_prompt), n_threads=n_threads) as llm:
+        ctx = llm._ctx.ctx  # type: ignore[attr-defined]
+        n_vocab = llm.n_vocab()  # type: ignore[attr-defined]
+        # deterministic pseudo-random tokens away from the special ids at the start
+        tokens = [100 + (i * 7919) % max(1, n_vocab - 100) for i in range(max(n_prompt, n_gen))]
+
+        def decode(toks: Sequence[int]) -> None:
+            llm.eval(toks)  # type: ignore[attr-defined]
+            # llama.cpp books a decode's time in synchronize(); Llama.eval never calls it
+            llama_cpp.llama_synchronize(ctx)
+
+        llm.reset()  # type: ignore[attr-defined]
+        decode(tokens[: min(n_prompt, 16)])
+        decode(tokens[:1])
+        for _ in range(max(1, repetitions)):
+            llm.reset()  # type: ignore[attr-defined]
+            llama_cpp.llama_perf_context_reset(ctx)
+            decode(tokens[:n_prompt])
+            data = llama_cpp.llama_perf_context(ctx)
+            if data.t_p_eval_ms > 0:
+                pp.append(n_prompt / data.t_p_eval_ms * 1000.0)
+            llm.reset()  # type: ignore[attr-defined]
+            llama_cpp.llama_perf_context_reset(ctx)
+            for tok in tokens[:n_gen]:
+                decode([tok])
+            data = llama_cpp.llama_perf_context(ctx)
+            if data.t_eval_ms <= 0 or data.n_eval != n_gen:
+                raise RampEdgeError(
+                    f"llama.cpp timed {data.n_eval} of {n_gen} generated tokens; "
+                    "cannot measure speed"
+                )
+            tg.append(n_gen / data.t_eval_ms * 1000.0)
+    return LlamaSpeed(str(path), n_threads, n_prompt, n_gen, tuple(pp) or (0.0,), tuple(tg))
+
+
 ROOT = Path(__file__).resolve().parents[1]
 CALIBRATION = ("Q8_0", "Q5_0", "Q4_1", "Q4_0")
 # recipe -> (file, the type a leave-one-out fit drops)

@@ -42,6 +42,28 @@ from ramp_edge.cli._common import emit_json, human_bytes, json_option, method_op
     help="512-token windows for KLD/perplexity against the reference.",
 )
 @click.option("--min-tps", type=float, help="Generation speed the budget must allow (auto budget).")
+@click.option(
+    "--max-kld",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="When memory and speed do not bind: the smallest artifact whose mean KLD against the "
+    "source stays within this (0 or negative: keep the source-size cap).",
+)
+@click.option(
+    "--compare",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="llama.cpp presets of equal or larger size benchmarked beside the artifact.",
+)
+@click.option(
+    "--n-gpu-layers",
+    default="auto",
+    show_default=True,
+    help="Layers offloaded to the GPU for bench and eval alike: auto (all that fit the GPU or "
+    "unified memory; 0 on a CPU-only build), -1 (all) or a count.",
+)
 @click.option("--out", type=click.Path(dir_okay=False), help="Where to keep the GGUF.")
 @click.option("--trust-new-host", is_flag=True, help="Accept and remember an unknown SSH host key.")
 @click.option(
@@ -67,6 +89,9 @@ def deploy(
     limit,
     chunks,
     min_tps,
+    max_kld,
+    compare,
+    n_gpu_layers,
     out,
     trust_new_host,
     bootstrap,
@@ -91,6 +116,13 @@ def deploy(
     from ramp_edge.ui import err_console, out_console, progress
 
     device = resolve_device(device)
+    if n_gpu_layers != "auto":
+        try:
+            n_gpu_layers = int(n_gpu_layers)
+        except ValueError:
+            raise click.BadParameter(
+                "auto, -1 or a layer count", param_hint="--n-gpu-layers"
+            ) from None
     request = DeployRequest(
         device=device,
         host=parse_host(host, device=device, name=device) if host else None,
@@ -102,6 +134,9 @@ def deploy(
         limit=limit,
         chunks=chunks,
         min_tps=min_tps,
+        max_kld=max_kld if max_kld and max_kld > 0 else None,
+        compare_presets=compare,
+        n_gpu_layers=n_gpu_layers,
         out=out,
         trust_new_host=trust_new_host,
         bootstrap=bootstrap,
@@ -113,8 +148,11 @@ def deploy(
             progress=bar,
             status=lambda text: err_console.print(f"[dim]· {text}") if not as_json else None,
         )
+    failed = outcome.report is not None and outcome.report.status != "ok"
     if as_json:
         emit_json(outcome.to_dict())
+        if failed:
+            raise SystemExit(1)
         return
     from rich.table import Table
 
@@ -155,5 +193,36 @@ def deploy(
             table.add_row(e.task, f"acc {100 * e.acc:.1f}% (n={e.n}){norm}")
         else:
             table.add_row(e.task, f"[red]{e.status}: {e.error}")
+    env = dict(r.environment) if r is not None else {}
+    if env:
+        canary = dict(env.get("canary") or {})
+        table.add_row(
+            "runs on",
+            f"n_gpu_layers {env.get('n_gpu_layers')} ({env.get('n_gpu_layers_reason')})"
+            + (f" · {canary['reason']}" if canary.get("reason") else ""),
+        )
     table.add_row("time", f"{outcome.seconds:.1f} s")
     out_console.print(table)
+    if outcome.comparison:
+        cmp = Table(
+            title=f"{outcome.model_id}: ramp-edge vs llama.cpp presets of equal or larger size"
+        )
+        for col in ("artifact", "bytes", "KLD", "PPL", "tg t/s", "accuracy"):
+            cmp.add_column(col, justify="left" if col == "artifact" else "right")
+        for row in outcome.comparison:
+            cmp.add_row(
+                row["name"],
+                f"{row['bytes']:,}",
+                f"{row['mean_kld']:.4f}",
+                f"{row['ppl']:.3f}",
+                "-" if row["tg_tps"] is None else f"{row['tg_tps']:.1f}",
+                "-" if row["accuracy"] is None else f"{100 * row['accuracy']:.1f}%",
+            )
+        out_console.print(cmp)
+    if outcome.verdict:
+        out_console.print(f"verdict: {outcome.verdict}")
+    if failed:
+        err_console.print(
+            f"[red]the device run failed ({outcome.report.status}); recorded in ramp-edge results"
+        )
+        raise SystemExit(1)

@@ -17,8 +17,12 @@ import click
 @click.option(
     "--host",
     default=None,
-    metavar="USER@ADDR",
-    help="Measure a remote host over SSH (arrives with deploy).",
+    metavar="USER@ADDR[:PORT]",
+    help="Measure this device over SSH through its agent (default: this machine, same agent).",
+)
+@click.option("--trust-new-host", is_flag=True, help="Accept and remember an unknown SSH host key.")
+@click.option(
+    "--bootstrap", is_flag=True, help="Create a venv on the device and install the agent's needs."
 )
 @click.option(
     "--model",
@@ -52,52 +56,64 @@ def profile(
     types: str,
     threads: int | None,
     fast: bool,
+    trust_new_host: bool,
+    bootstrap: bool,
     no_llama: bool,
     no_save: bool,
     as_json: bool,
 ) -> None:
-    """Measure this machine: RAM, cores, CPU flags, memory bandwidth, llama.cpp speed per type.
+    """Measure a device through its agent: RAM and cgroup cap, CPU and ISA flags, bandwidth,
+    Python/llama.cpp versions, backends, loadable types, GPU or unified memory, free disk,
+    thermal state, and llama.cpp pp/tg per quant type on probe models made here.
 
-    The measurement is stored in the results database and overrides the static profile in
-    `budget` and `devices`. Run it on the device itself (SSH via --host arrives with deploy).
+    The same agent runs on this machine (no --host) or over SSH (--host). The measurement is
+    stored with its time and source, and wins over the published profile in `budget`,
+    `deploy` and `devices`.
 
     \b
     Example:
       ramp-edge profile --device localhost
-      ramp-edge profile --device raspberry-pi-5-8gb --types Q4_0,Q8_0 --json   # on the Pi
+      ramp-edge profile --host pi@pi5.local --device raspberry-pi-5-8gb --json
     """
     from ramp_edge.device.budget import latency_model
-    from ramp_edge.device.profiles import load_profile, normalize_arch, resolve_name
-    from ramp_edge.errors import ConfigError, RampEdgeError
-    from ramp_edge.device.profiling import host_facts, profile_localhost
+    from ramp_edge.device.profiles import load_profile, resolve_name
+    from ramp_edge.device.profiling import DEFAULT_OPTIONS, FAST_OPTIONS, profile_host
+    from ramp_edge.errors import ConfigError
     from ramp_edge.store import Store
     from ramp_edge.ui import out_console, progress
 
-    if host is not None:
-        raise RampEdgeError(
-            f"measuring over SSH (--host {host}) arrives with the deploy layer; for now run "
-            f"`ramp-edge profile --device {device}` on that device itself"
-        )
     pid = resolve_name(device)
     static = load_profile(pid)
-    here = normalize_arch(str(host_facts()["arch"]))
-    if not static.auto and static.arch != here:
-        raise ConfigError(
-            f"this host is {here} but {pid} is {static.arch}: run the profile on the device "
-            "itself, or use --device localhost"
-        )
     type_list = tuple(t.strip().upper() for t in types.split(",") if t.strip())
     if not type_list and not no_llama:
         raise click.UsageError("--types needs at least one quant type")
-    with progress(f"profiling {pid}") as update:
-        measured = profile_localhost(
+    if host is None:
+        from ramp_edge.fleet.local import LocalConnection
+
+        conn_ctx = LocalConnection()
+    else:
+        from ramp_edge.fleet.group import connect_host
+        from ramp_edge.fleet.hosts import parse_host
+
+        conn_ctx = connect_host(
+            parse_host(host, device=pid, name=pid), trust_new_host=trust_new_host
+        )
+    with progress(f"profiling {pid}") as update, conn_ctx as conn:
+        measured = profile_host(
+            conn,
             pid,
             model=model_ref,
             types=type_list,
-            fast=fast,
+            options=FAST_OPTIONS if fast else DEFAULT_OPTIONS,
             llama=not no_llama,
             n_threads=threads,
+            bootstrap_env=bootstrap,
             progress=update,
+        )
+    if not static.auto and static.arch != measured.arch:
+        raise ConfigError(
+            f"{measured.host} is {measured.arch} but {pid} is {static.arch}: profile it as "
+            "another device (--device NAME of a matching profile, or localhost)"
         )
     if not no_save:
         with Store() as store:
@@ -136,9 +152,27 @@ def profile(
         "decode bandwidth",
         f"{lm.reference_bandwidth_bytes_per_s / 1e9:.1f} GB/s for Q4_0 ({lm.source})",
     )
+    llama = dict(measured.facts.get("llama_cpp") or {})
     facts.add_row(
-        "agent", f"{measured.agent_version}, llama-cpp-python {measured.llama_cpp_version or '-'}"
+        "agent",
+        f"{measured.agent_version} ({measured.source}), python "
+        f"{measured.facts.get('python', {}).get('version', '-')}, llama-cpp-python "
+        f"{measured.llama_cpp_version or '-'}",
     )
+    gpu = dict(measured.facts.get("gpu") or {})
+    backends = ", ".join(llama.get("backends") or ["-"])
+    offload = (
+        "GPU offload" if llama.get("supports_gpu_offload") else "CPU-only build (no GPU offload)"
+    )
+    memory = " · unified memory" if gpu.get("unified_memory") else ""
+    if gpu.get("memory_total_bytes"):
+        memory += f" · GPU {gpu['memory_total_bytes'] / (1 << 30):.1f} GiB"
+    facts.add_row("backends", f"{backends}: {offload}{memory}")
+    if measured.facts.get("disk_free_bytes"):
+        facts.add_row("disk free", f"{measured.facts['disk_free_bytes'] / (1 << 30):.1f} GiB")
+    thermal = measured.facts.get("thermal") or {}
+    if thermal:
+        facts.add_row("thermal", " · ".join(f"{k} {v}" for k, v in thermal.items()))
     out_console.print(facts)
     if measured.type_speeds:
         speeds = Table(title=f"llama.cpp speed (threads: {measured.type_speeds[0].n_threads})")

@@ -610,3 +610,35 @@ def compute_budget(
         bandwidth_note=lm.note,
         predicted_tokens_per_s=predicted,
     )
+
+
+def auto_gpu_layers(
+    probe: Mapping[str, Any], model_bytes: int, n_layers: int, overhead_bytes: int = 0
+) -> tuple[int, str]:
+    """`--n-gpu-layers auto`: how many layers to offload, from the agent's probe, and why.
+
+    All layers (-1) when the weights plus `overhead_bytes` (KV cache, compute buffers) fit the
+    GPU's free memory; on unified memory (Jetson, Apple) the GPU and CPU share one RAM pool, so
+    the memory is counted once: the available RAM. Fewer layers, in proportion, when only part
+    fits; 0 with a CPU-only build of llama.cpp.
+    """
+    llama = dict(probe.get("llama_cpp") or {})
+    if not llama.get("supports_gpu_offload"):
+        return 0, "CPU-only build of llama.cpp (no GPU offload): runs on the CPU"
+    gpu = dict(probe.get("gpu") or {})
+    need = model_bytes + overhead_bytes
+    if gpu.get("unified_memory"):
+        free = int(dict(probe.get("memory") or {}).get("available_bytes") or 0)
+        where = "unified memory (counted once)"
+    else:
+        free = int(gpu.get("memory_free_bytes") or 0)
+        where = "GPU memory"
+    if not free:
+        return -1, "all layers on the GPU (its free memory is not reported)"
+    usable = 0.9 * free  # headroom for the driver and fragmentation
+    if need <= usable:
+        return -1, f"all layers: {_fmt_bytes(need)} fit {_fmt_bytes(free)} free {where}"
+    layers = max(0, int(n_layers * (usable - overhead_bytes) / max(1, model_bytes)))
+    return layers, (
+        f"{layers} of {n_layers} layers: {_fmt_bytes(need)} exceed {_fmt_bytes(free)} free {where}"
+    )

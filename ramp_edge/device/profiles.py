@@ -155,9 +155,15 @@ class MeasuredProfile:
     llama_cpp_version: str = ""
     type_speeds: tuple[TypeSpeed, ...] = ()
     load_avg_1m: float | None = None  # host load when measured: other jobs slow llama.cpp down
+    # how it was measured: "agent over ssh root@127.0.0.2:2222" or "agent on localhost"
+    source: str = ""
+    # the agent's probe (JSON-able): python, llama_cpp (version, backends, ggml types), gpu
+    # (unified memory, GPU memory), disk_free_bytes, thermal, cgroup_memory_limit_bytes
+    facts: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["facts"] = dict(self.facts)
         d["cpu_features"] = list(self.cpu_features)
         d["type_speeds"] = [s.to_dict() for s in self.type_speeds]
         return d
@@ -182,6 +188,8 @@ class MeasuredProfile:
             llama_cpp_version=str(d.get("llama_cpp_version", "")),
             type_speeds=tuple(TypeSpeed.from_dict(s) for s in d.get("type_speeds", ())),
             load_avg_1m=None if d.get("load_avg_1m") is None else float(d["load_avg_1m"]),
+            source=str(d.get("source", "")),
+            facts=dict(d.get("facts") or {}),
         )
 
 

@@ -1,13 +1,11 @@
-"""Measure a host into a `MeasuredProfile`: RAM, cores, CPU flags, copy bandwidth, llama.cpp speed.
+"""Measure a device into a `MeasuredProfile` through its agent, over SSH or on this machine.
 
-This runs on the machine being profiled (`ramp-edge profile` on the device itself); the device
-agent (agents/ramp_agent.py) has its own probe and bench and does not import this module.
-Model resolution (which may download) stays at the bottom.
-
-Speeds follow llama-bench's conventions: pp = one batch of n_prompt
-tokens, tg = n_gen single-token decodes from an empty context, both timed by llama.cpp's own
-performance counters (`llama_perf_context`, which excludes tokenization, sampling and Python
-overhead), after a warm-up; the median over repetitions is reported.
+One path for every host (`profile_host`): the agent (agents/ramp_agent.py) probes RAM, cgroup
+cap, CPU and ISA flags, Python and llama.cpp versions, backends and loadable ggml types, GPU or
+unified memory, free disk and thermal state; measures copy bandwidth; and times probe models
+(made here by `probe_models`, pushed once) with its llama-bench-style `bench`: pp = n_prompt
+tokens in one batch, tg = n_gen single-token decodes, mean over repetitions. This module also
+keeps the host-side helpers the budget needs: GGUF tensor tables and bytes read per token.
 """
 
 from __future__ import annotations
@@ -18,18 +16,27 @@ import datetime as _dt
 import logging
 import os
 import platform
-import statistics
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ramp_edge import __version__
-from ramp_edge.device.profiles import LOCALHOST, DeviceProfile, MeasuredProfile, TypeSpeed, normalize_arch
+from ramp_edge.device.profiles import (
+    LOCALHOST,
+    DeviceProfile,
+    MeasuredProfile,
+    TypeSpeed,
+    normalize_arch,
+)
 from ramp_edge.errors import ArtifactError, ConfigError, DependencyError, RampEdgeError
 from ramp_edge.quant.catalogue import BY_ID, CATALOGUE
+
+if TYPE_CHECKING:
+    from ramp_edge.fleet.transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +47,8 @@ AGENT_VERSION = f"{__version__}+probe.{PROBE_VERSION}"
 # Types measured by default: the 32-block types, which fit every tensor of SmolLM2-135M (rows
 # of 576) and are the ones llama.cpp repacks on CPU (Q4_0, Q8_0) or not (Q4_1, Q5_0).
 DEFAULT_TYPES: tuple[str, ...] = ("Q8_0", "Q5_0", "Q4_1", "Q4_0")
+# A stored measurement younger than this (with llama.cpp speeds) spares `deploy --host` a profile.
+FRESH_DAYS = 7.0
 
 ProgressFn = Callable[[float, float, str], None]
 
@@ -408,239 +417,213 @@ def quantize_pure(
     return dst
 
 
-@dataclass(frozen=True, slots=True)
-class LlamaSpeed:
-    """pp/tg samples of one GGUF (tokens/s from llama.cpp's counters)."""
-
-    path: str
-    n_threads: int
-    n_prompt: int
-    n_gen: int
-    pp_samples_tokens_per_s: tuple[float, ...]
-    tg_samples_tokens_per_s: tuple[float, ...]
-
-    @property
-    def pp_tokens_per_s(self) -> float:
-        return statistics.median(self.pp_samples_tokens_per_s)
-
-    @property
-    def tg_tokens_per_s(self) -> float:
-        return statistics.median(self.tg_samples_tokens_per_s)
-
-
-@contextlib.contextmanager
-def _load(path: Path, n_ctx: int, n_batch: int, n_threads: int) -> Iterator[object]:
-    llama_cpp = _require_llama()
-    try:
-        llm = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=n_ctx,
-            n_batch=n_batch,
-            n_ubatch=n_batch,
-            n_threads=n_threads,
-            n_threads_batch=n_threads,
-            logits_all=False,
-            verbose=False,
-        )
-    except (ValueError, RuntimeError) as err:
-        raise ArtifactError(f"llama.cpp could not load {path}: {err}") from None
-    try:
-        yield llm
-    finally:
-        llm.close()
-
-
-def measure_llama_speed(
-    path: str | os.PathLike[str],
-    n_prompt: int = DEFAULT_OPTIONS.n_prompt,
-    n_gen: int = DEFAULT_OPTIONS.n_gen,
-    repetitions: int = DEFAULT_OPTIONS.repetitions,
-    n_threads: int | None = None,
-) -> LlamaSpeed:
-    """Prompt (pp) and generation (tg) speed of a GGUF with llama.cpp.
-
-    Each repetition: pp = one decode of `n_prompt` tokens; tg = `n_gen` one-token decodes
-    from an empty cache (llama-bench's pp512/tg128, shorter). A warm-up pass first faults the
-    memory-mapped weights in.
-    """
-    llama_cpp = _require_llama()
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"model file not found: {path}")
-    n_threads = n_threads or physical_cores()
-    n_ctx = max(64, n_prompt + n_gen + 8)
-    pp: list[float] = []
-    tg: list[float] = []
-    with _load(path, n_ctx=n_ctx, n_batch=max(8, n_prompt), n_threads=n_threads) as llm:
-        ctx = llm._ctx.ctx  # type: ignore[attr-defined]
-        n_vocab = llm.n_vocab()  # type: ignore[attr-defined]
-        # deterministic pseudo-random tokens away from the special ids at the start
-        tokens = [100 + (i * 7919) % max(1, n_vocab - 100) for i in range(max(n_prompt, n_gen))]
-
-        def decode(toks: Sequence[int]) -> None:
-            llm.eval(toks)  # type: ignore[attr-defined]
-            # llama.cpp books a decode's time in synchronize(); Llama.eval never calls it
-            llama_cpp.llama_synchronize(ctx)
-
-        llm.reset()  # type: ignore[attr-defined]
-        decode(tokens[: min(n_prompt, 16)])
-        decode(tokens[:1])
-        for _ in range(max(1, repetitions)):
-            llm.reset()  # type: ignore[attr-defined]
-            llama_cpp.llama_perf_context_reset(ctx)
-            decode(tokens[:n_prompt])
-            data = llama_cpp.llama_perf_context(ctx)
-            if data.t_p_eval_ms > 0:
-                pp.append(n_prompt / data.t_p_eval_ms * 1000.0)
-            llm.reset()  # type: ignore[attr-defined]
-            llama_cpp.llama_perf_context_reset(ctx)
-            for tok in tokens[:n_gen]:
-                decode([tok])
-            data = llama_cpp.llama_perf_context(ctx)
-            if data.t_eval_ms <= 0 or data.n_eval != n_gen:
-                raise RampEdgeError(
-                    f"llama.cpp timed {data.n_eval} of {n_gen} generated tokens; "
-                    "cannot measure speed"
-                )
-            tg.append(n_gen / data.t_eval_ms * 1000.0)
-    return LlamaSpeed(str(path), n_threads, n_prompt, n_gen, tuple(pp) or (0.0,), tuple(tg))
-
-
-def type_speed(
-    path: str | os.PathLike[str], qtype: str, model: str, speed: LlamaSpeed
-) -> TypeSpeed:
-    """A TypeSpeed record for a measured GGUF."""
-    tensors = read_gguf_tensors(path)
-    return TypeSpeed(
-        qtype=qtype,
-        model=model,
-        file_bytes=Path(path).stat().st_size,
-        bytes_by_type=tuple(bytes_read_per_token(tensors).items()),
-        n_threads=speed.n_threads,
-        n_prompt=speed.n_prompt,
-        n_gen=speed.n_gen,
-        pp_tokens_per_s=round(speed.pp_tokens_per_s, 3),
-        tg_tokens_per_s=round(speed.tg_tokens_per_s, 3),
-        tg_samples_tokens_per_s=tuple(round(x, 3) for x in speed.tg_samples_tokens_per_s),
-    )
-
-
-def measure_type_speeds(
-    reference: str | os.PathLike[str],
-    model: str,
-    work_dir: str | os.PathLike[str],
-    types: Sequence[str] = DEFAULT_TYPES,
-    options: ProbeOptions = DEFAULT_OPTIONS,
-    n_threads: int | None = None,
-    progress: ProgressFn = _no_progress,
-) -> list[TypeSpeed]:
-    """Quantize `reference` to each type (cached in `work_dir`) and time each file."""
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    out: list[TypeSpeed] = []
-    for i, qtype in enumerate(types):
-        key = qtype.strip().upper()
-        progress(i, len(types), f"llama.cpp speed {key}")
-        # the source size in the name keeps a changed reference from reusing stale files
-        target = work / f"{model}-{Path(reference).stat().st_size}-{key}.gguf"
-        if not target.exists():
-            logger.info("quantizing %s to %s", model, key)
-            quantize_pure(reference, target, key, threads=n_threads or 0)
-        speed = measure_llama_speed(
-            target, options.n_prompt, options.n_gen, options.repetitions, n_threads=n_threads
-        )
-        logger.info(
-            "%s %s: pp %.1f tok/s, tg %.1f tok/s",
-            model,
-            key,
-            speed.pp_tokens_per_s,
-            speed.tg_tokens_per_s,
-        )
-        out.append(type_speed(target, key, model, speed))
-    progress(len(types), len(types), "llama.cpp speed")
-    return out
-
-
 def _now_utc() -> str:
     return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def measure_host(
-    device: str = LOCALHOST,
-    reference: str | os.PathLike[str] | None = None,
-    model: str = "reference",
-    work_dir: str | os.PathLike[str] | None = None,
+# ---------------------------------------------------------------------------------------------
+# Profiling through the device agent: one path for localhost and SSH hosts
+
+
+def probe_models(
+    model: str = "smollm2-135m",
     types: Sequence[str] = DEFAULT_TYPES,
-    options: ProbeOptions = DEFAULT_OPTIONS,
-    bandwidth: bool = True,
-    n_threads: int | None = None,
     progress: ProgressFn = _no_progress,
-) -> MeasuredProfile:
-    """Measure this host. Without `reference`, only host facts and bandwidth.
+) -> tuple[str, list[tuple[str, Path]]]:
+    """Small probe GGUFs made here: `model` requantized purely to each type (cached).
 
-    Args:
-        device: the profile id to store the measurement under.
-        reference: a GGUF to quantize to `types` and time; None skips llama.cpp speeds.
-        work_dir: where the per-type GGUFs are cached (required with `reference`).
+    Returns (model id, [(type, path)]). The files are pushed once per host (sha256-checked).
     """
-    facts = host_facts()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    if load is not None and load > 0.5 * int(facts["logical_cpus"]):  # type: ignore[call-overload]
-        # llama.cpp's threads meet at a barrier per graph node; one descheduled thread stalls
-        # all of them (on a shared 2-core VM, 2 threads fell from ~120 to ~5 tok/s).
-        logger.warning(
-            "load average %.1f on %s CPUs: other jobs compete, so speeds will be low and noisy; "
-            "measure an idle host, or use fewer threads on a shared one",
-            load,
-            facts["logical_cpus"],
-        )
-    steps = 1 + (1 if bandwidth else 0) + (len(types) if reference is not None else 0)
-    progress(0, steps, "host facts")
-    bw = None
-    if bandwidth:
-        progress(1, steps, "memory bandwidth")
-        bw = measure_copy_bandwidth(options.bandwidth_bytes, options.bandwidth_repeats)
-        logger.info("copy bandwidth %.1f GB/s", bw / 1e9)
-    speeds: list[TypeSpeed] = []
-    if reference is not None:
-        if work_dir is None:
-            raise ConfigError("measure_host needs work_dir to cache the quantized reference files")
-        done = steps - len(types)
+    from ramp_edge import paths
+    from ramp_edge.models import resolve
 
-        def sub(i: float, n: float, desc: str = "") -> None:
-            progress(done + i, steps, desc)
-
-        speeds = measure_type_speeds(
-            reference, model, work_dir, types, options, n_threads=n_threads, progress=sub
+    resolved = resolve(model)
+    if resolved.kind != "gguf":
+        raise ConfigError(
+            f"the speed probe needs a GGUF reference model, got {resolved.kind} {model!r}"
         )
-    progress(steps, steps, "done")
-    return MeasuredProfile(
-        device=device,
-        host=str(facts["host"]),
-        created_utc=_now_utc(),
-        agent_version=AGENT_VERSION,
-        arch=str(facts["arch"]),
-        cpu=str(facts["cpu"]),
-        cores=int(facts["cores"]),  # type: ignore[call-overload]
-        logical_cpus=int(facts["logical_cpus"]),  # type: ignore[call-overload]
-        cpu_features=tuple(facts["cpu_features"]),  # type: ignore[arg-type]
-        ram_total_bytes=int(facts["ram_total_bytes"]),  # type: ignore[call-overload]
-        ram_available_bytes=int(facts["ram_available_bytes"]),  # type: ignore[call-overload]
-        bandwidth_copy_bytes_per_s=None if bw is None else round(bw),
-        llama_system_info=llama_system_info(),
-        llama_cpp_version=llama_cpp_version(),
-        type_speeds=tuple(speeds),
-        load_avg_1m=None if load is None else round(load, 2),
+    work = paths.cache_dir("profiles", resolved.model_id)
+    out = []
+    for i, qtype in enumerate(types):
+        key = qtype.strip().upper()
+        progress(i, len(types), f"probe model {key}")
+        # the source size in the name keeps a changed reference from reusing stale files
+        target = work / f"{resolved.model_id}-{Path(resolved.path).stat().st_size}-{key}.gguf"
+        if not target.exists():
+            logger.info("quantizing %s to %s", resolved.model_id, key)
+            quantize_pure(resolved.path, target, key)
+        out.append((key, target))
+    return resolved.model_id, out
+
+
+def _type_speed_from_bench(path: Path, qtype: str, model: str, data: dict) -> TypeSpeed:
+    tests = data.get("tests", {})
+    pp = next((v for k, v in tests.items() if k.startswith("pp")), None)
+    tg = next((v for k, v in tests.items() if k.startswith("tg")), None)
+    if tg is None:
+        raise RampEdgeError(f"the agent's bench of {path.name} has no tg result")
+    return TypeSpeed(
+        qtype=qtype,
+        model=model,
+        file_bytes=path.stat().st_size,
+        bytes_by_type=tuple(bytes_read_per_token(read_gguf_tensors(path)).items()),
+        n_threads=int(data["threads"]),
+        n_prompt=int(pp["n_tokens"]) if pp else 0,
+        n_gen=int(tg["n_tokens"]),
+        pp_tokens_per_s=round(float(pp["avg_ts"]), 3) if pp else 0.0,
+        tg_tokens_per_s=round(float(tg["avg_ts"]), 3),
+        tg_samples_tokens_per_s=tuple(round(float(x), 3) for x in tg.get("samples_ts", ())),
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Model resolution (resolves ramp-edge model names, may download)
+def profile_from_probe(
+    device: str,
+    probe: Mapping[str, Any],
+    *,
+    bandwidth_bytes_per_s: float | None,
+    type_speeds: Sequence[TypeSpeed] = (),
+    source: str = "",
+) -> MeasuredProfile:
+    """A MeasuredProfile from the agent's `probe` data (and bandwidth, speeds)."""
+    cpu = dict(probe.get("cpu") or {})
+    memory = dict(probe.get("memory") or {})
+    llama = dict(probe.get("llama_cpp") or {})
+    total = int(memory.get("total_bytes") or 0)
+    available = int(memory.get("available_bytes") or total)
+    cap = probe.get("cgroup_memory_limit_bytes")
+    if cap:  # a container's cap is the RAM a model can really get
+        total, available = min(total, int(cap)), min(available, int(cap))
+    logical = int(cpu.get("logical_cores") or 1)
+    os_facts = dict(probe.get("os") or {})
+    facts = {
+        "python": dict(probe.get("python") or {}),
+        "os": os_facts,
+        "llama_cpp": {k: v for k, v in llama.items() if k != "system_info"} or None,
+        "gpu": dict(probe.get("gpu") or {}),
+        "disk_free_bytes": probe.get("disk_free_bytes"),
+        "thermal": dict(probe.get("thermal") or {}),
+        "cgroup_memory_limit_bytes": cap,
+        "ram_total_bytes_physical": memory.get("total_bytes"),
+        "swap_total_bytes": memory.get("swap_total_bytes"),
+        "cpu_flags_raw_count": len(cpu.get("flags") or ()),
+        "cpu_max_mhz": cpu.get("max_mhz"),
+    }
+    return MeasuredProfile(
+        device=device,
+        host=str(probe.get("hostname") or ""),
+        created_utc=_now_utc(),
+        agent_version=f"{probe.get('agent_version', '?')}+probe.{PROBE_VERSION}",
+        arch=normalize_arch(str(os_facts.get("machine") or "")),
+        cpu=str(cpu.get("model") or ""),
+        cores=int(cpu.get("physical_cores") or logical),
+        logical_cpus=logical,
+        cpu_features=parse_cpu_features("flags: " + " ".join(cpu.get("flags") or ())),
+        ram_total_bytes=total,
+        ram_available_bytes=available,
+        bandwidth_copy_bytes_per_s=(
+            None if bandwidth_bytes_per_s is None else round(bandwidth_bytes_per_s)
+        ),
+        llama_system_info=str(llama.get("system_info") or ""),
+        llama_cpp_version=str(llama.get("version") or ""),
+        type_speeds=tuple(type_speeds),
+        load_avg_1m=(
+            None if probe.get("load_avg_1m") is None else round(float(probe["load_avg_1m"]), 2)
+        ),
+        source=source,
+        facts=facts,
+    )
 
 
-def quick_probe(device: str = LOCALHOST) -> MeasuredProfile:
-    """Host facts plus a short bandwidth test (well under a second); no llama.cpp run."""
-    return measure_host(device, reference=None, options=FAST_OPTIONS)
+def profile_host(
+    conn: Transport,
+    device: str,
+    *,
+    model: str = "smollm2-135m",
+    types: Sequence[str] = DEFAULT_TYPES,
+    options: ProbeOptions = DEFAULT_OPTIONS,
+    llama: bool = True,
+    n_threads: int | None = None,
+    bootstrap_env: bool = False,
+    progress: ProgressFn = _no_progress,
+) -> MeasuredProfile:
+    """Measure the device behind `conn` (SSH or this machine) through its agent.
+
+    The same steps for every host: push the agent, probe (RAM, cgroup cap, CPU, backends, GPU,
+    disk, thermal), copy bandwidth, then llama.cpp pp/tg of the probe models (made here, pushed
+    once) with the agent's llama-bench-style `bench`.
+
+    Raises:
+        RemoteError (link, agent failures), DependencyError (no llama-cpp-python on the device
+        and no `bootstrap_env`).
+    """
+    from ramp_edge.agent_client import ARTIFACT_DIR, Agent, BenchOptions, bootstrap
+
+    steps = 3 + (2 * len(types) if llama else 0)
+    progress(0, steps, "agent")
+    agent = Agent(conn)
+    agent.install()
+    if llama:
+        env = agent.env_check()
+        if not env.get("ready", {}).get("bench"):
+            if not bootstrap_env:
+                raise DependencyError(
+                    f"{conn.name}: the device lacks {', '.join(env.get('missing') or [])}; "
+                    "rerun with --bootstrap, or profile with --no-llama"
+                )
+            agent = Agent(conn, python=bootstrap(conn, python=agent.python))
+    progress(1, steps, "probe")
+    probe = agent.probe()
+    progress(2, steps, "memory bandwidth")
+    size_mib = max(1, options.bandwidth_bytes >> 20)
+    bw = float(agent.bandwidth(size_mib, options.bandwidth_repeats)["copy_bytes_per_s"])
+    speeds: list[TypeSpeed] = []
+    if llama:
+        model_id, files = probe_models(
+            model, types, progress=lambda i, n, d: progress(3 + i, steps, d)
+        )
+        opts = BenchOptions(
+            threads=n_threads,
+            n_prompt=options.n_prompt,
+            n_gen=options.n_gen,
+            reps=options.repetitions,
+            timeout_s=900.0,
+        )
+        for i, (qtype, path) in enumerate(files):
+            remote = f"{ARTIFACT_DIR}/probe/{path.name}"
+            progress(3 + len(types) + i, steps, f"llama.cpp speed {qtype}")
+            conn.put(path, remote)
+            data = agent.bench(remote, opts)
+            speed = _type_speed_from_bench(path, qtype, model_id, data)
+            logger.info(
+                "%s %s: pp %.1f t/s, tg %.1f t/s",
+                conn.name,
+                qtype,
+                speed.pp_tokens_per_s,
+                speed.tg_tokens_per_s,
+            )
+            speeds.append(speed)
+    progress(steps, steps, "done")
+    where = "localhost" if conn.name in ("localhost", LOCALHOST) else conn.name
+    kind = "ssh" if type(conn).__name__ == "Connection" else "local"
+    measured = profile_from_probe(
+        device,
+        probe,
+        bandwidth_bytes_per_s=bw,
+        type_speeds=speeds,
+        source=f"agent over {kind} {where}",
+    )
+    load = measured.load_avg_1m
+    if load is not None and load > 0.5 * measured.logical_cpus:
+        # llama.cpp's threads meet at a barrier per graph node; one descheduled thread stalls
+        # all of them (on a shared 2-core VM, 2 threads fell from ~120 to ~5 tok/s).
+        logger.warning(
+            "%s: load average %.1f on %d CPUs while profiling: other jobs compete, so speeds "
+            "are low and noisy",
+            conn.name,
+            load,
+            measured.logical_cpus,
+        )
+    return measured
 
 
 def profile_localhost(
@@ -652,31 +635,38 @@ def profile_localhost(
     n_threads: int | None = None,
     progress: ProgressFn = _no_progress,
 ) -> MeasuredProfile:
-    """Measure this machine for `device`, timing `model` (a ramp-edge model ref) at `types`."""
-    from ramp_edge import paths
-    from ramp_edge.models import resolve
+    """`profile_host` on this machine (the agent as a local subprocess, no SSH)."""
+    from ramp_edge.fleet.local import LocalConnection
 
-    reference = None
-    work_dir = None
-    if llama:
-        resolved = resolve(model)
-        if resolved.kind != "gguf":
-            raise ConfigError(
-                f"the speed probe needs a GGUF reference model, got {resolved.kind} {model!r}"
-            )
-        reference = resolved.path
-        work_dir = paths.cache_dir("profiles", resolved.model_id)
-        model = resolved.model_id
-    return measure_host(
-        device,
-        reference=reference,
-        model=model,
-        work_dir=work_dir,
-        types=types,
-        options=FAST_OPTIONS if fast else DEFAULT_OPTIONS,
-        n_threads=n_threads,
-        progress=progress,
-    )
+    with LocalConnection() as conn:
+        return profile_host(
+            conn,
+            device,
+            model=model,
+            types=types,
+            options=FAST_OPTIONS if fast else DEFAULT_OPTIONS,
+            llama=llama,
+            n_threads=n_threads,
+            progress=progress,
+        )
+
+
+def quick_probe(device: str = LOCALHOST) -> MeasuredProfile:
+    """Host facts plus a short bandwidth test through the local agent; no llama.cpp run."""
+    return profile_localhost(device, llama=False, fast=True)
+
+
+def is_fresh(measured: MeasuredProfile | None, max_age_days: float = FRESH_DAYS) -> bool:
+    """Whether a stored measurement is recent and has llama.cpp speeds."""
+    if measured is None or not measured.type_speeds:
+        return False
+    try:
+        when = _dt.datetime.strptime(measured.created_utc, "%Y-%m-%dT%H:%M:%SZ").replace(
+            tzinfo=_dt.UTC
+        )
+    except ValueError:
+        return False
+    return (_dt.datetime.now(_dt.UTC) - when).total_seconds() < max_age_days * 86400
 
 
 def ensure_measured(profile: DeviceProfile, progress: ProgressFn = _no_progress) -> DeviceProfile:
@@ -689,6 +679,4 @@ def ensure_measured(profile: DeviceProfile, progress: ProgressFn = _no_progress)
         profile.id,
         profile.id,
     )
-    return profile.merged(
-        measure_host(profile.id, reference=None, options=FAST_OPTIONS, progress=progress)
-    )
+    return profile.merged(quick_probe(profile.id))

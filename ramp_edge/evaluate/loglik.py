@@ -87,6 +87,7 @@ class LlamaCppScorer:
         n_batch: int = 512,
         add_bos: bool | None = None,
         verbose: bool = False,
+        n_gpu_layers: int = 0,
     ) -> None:
         path = Path(model_path)
         if not path.is_file():
@@ -103,6 +104,7 @@ class LlamaCppScorer:
                 n_threads_batch=threads,
                 logits_all=True,
                 verbose=verbose,
+                n_gpu_layers=n_gpu_layers,  # -1: all layers; ignored by a CPU-only build
             )
         except (ValueError, RuntimeError) as err:
             raise ArtifactError(f"{path}: llama.cpp could not load the model ({err})") from None

@@ -1,4 +1,5 @@
-"""`ramp-edge profile`: --help, host-only and real llama.cpp measurements, --host refused."""
+"""`ramp-edge profile`: --help, host-only and real llama.cpp measurements (--host over a loopback
+sshd: tests/fleet/test_profile_ssh.py)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,9 @@ def test_help(invoke):
     assert result.exit_code == 0 and "Example:" in result.stdout and "--host" in result.stdout
 
 
-def test_host_flag_refused_until_deploy(invoke):
-    result = invoke(["profile", "--device", "pi5", "--host", "pi@10.0.0.5"])
-    assert result.exit_code == 1
-    assert result.stderr.startswith(
-        "Error: measuring over SSH (--host pi@10.0.0.5) arrives with the deploy"
-    )
+def test_bad_host_port_is_a_config_error(invoke):
+    result = invoke(["profile", "--device", "pi5", "--host", "pi@127.0.0.9:notaport"])
+    assert result.exit_code == 3 and "port" in result.stderr
 
 
 def test_wrong_arch_refused(invoke):
@@ -27,7 +25,7 @@ def test_wrong_arch_refused(invoke):
 
     other = "raspberry-pi-5-8gb" if platform.machine() in ("x86_64", "AMD64") else "laptop-x86"
     result = invoke(["profile", "--device", other, "--no-llama"])
-    assert result.exit_code == 3 and "run the profile on the device itself" in result.stderr
+    assert result.exit_code == 3 and "profile it as another device" in result.stderr
 
 
 def test_host_only_measurement_is_stored(invoke):
