@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-EXTRAS=${RAMP_EDGE_EXTRAS:-dev,fleet,rl,plot,torch}
+EXTRAS=${RAMP_EDGE_EXTRAS:-dev,fleet,rl,plot,torch,ray}  # ray: ~20 s to install (tests/test_distributed.py)
 LLAMA_VERSION=0.3.36
 CACHE=${RAMP_EDGE_CACHE:-$HOME/.cache/ramp-edge}
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}

@@ -106,6 +106,7 @@ def allocate(
     types: tuple[str, ...] | None = None,
     search: SearchSettings | None = None,
     eval_settings: EvalSettings | None = None,
+    ray_address: str | None = None,
 ) -> Recipe:
     """Choose every tensor's type for `source` under `budget` with `method`.
 
@@ -113,6 +114,7 @@ def allocate(
         types: candidate types (an allow-list for older llama.cpp builds); default all.
         search: evaluation budget of the `measured` method.
         eval_settings: the calibration tokens the `measured` method scores.
+        ray_address: measure the error table as Ray tasks (ramp_edge.distributed); same table.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
@@ -136,7 +138,12 @@ def allocate(
             policy = str(paths.data_dir() / "policies" / DEFAULT_POLICY)
         return allocate_with_policy(source, budget, policy, candidates, imatrix is not None)
     table = measure_sensitivity(
-        source, candidates, imatrix=imatrix, imatrix_id=imatrix_id, progress=progress
+        source,
+        candidates,
+        imatrix=imatrix,
+        imatrix_id=imatrix_id,
+        progress=progress,
+        ray_address=ray_address,
     )
     if calibrate_roles and getattr(source.model, "kind", "gguf") == "gguf":
         table = calibrate(source, table, progress=progress, imatrix=imatrix, imatrix_id=imatrix_id)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from ramp_edge.fsutil import atomic_write_json
 from ramp_edge.quant import quantizer
 from ramp_edge.quant.catalogue import CATALOGUE, QuantType, legal_types
 from ramp_edge.quant.presets import allows_quantization
+from ramp_edge.source.base import TensorSpec
 
 logger = logging.getLogger(__name__)
 ProgressFn = Callable[[float, float, str], None]
@@ -120,15 +121,105 @@ def candidates_for(row_length: int, source_type: str, types: Sequence[str]) -> l
     return chosen
 
 
-def _relative_error(w: np.ndarray, q: np.ndarray, weight: np.ndarray) -> float:
-    diff = ((q - w) ** 2).sum(axis=0)
-    ref = (w**2).sum(axis=0)
-    return float((diff * weight).sum() / max((ref * weight).sum(), 1e-30))
+# Rows dequantized at a time: the float copies of one chunk (source values, each candidate's
+# round trip, the difference) stay near 4 x 32 MiB whatever the tensor's size.
+CHUNK_FLOATS = 8 << 20
+
+
+def float_chunks(
+    raw: np.ndarray, source_type: str, row_length: int, chunk_floats: int = CHUNK_FLOATS
+) -> Iterator[np.ndarray]:
+    """The stored tensor `raw` (as GGUF holds it) as float32 (rows, row_length) row blocks.
+
+    Each block is dequantized on its own, so only one block's float copy is alive at a time;
+    quantization is per row in ggml, so quantizing blocks gives the whole tensor's bytes.
+    """
+    qt = CATALOGUE.get(source_type)
+    rows2d = raw.reshape(-1, raw.shape[-1]) if raw.ndim != 2 else raw
+    n_rows = rows2d.shape[0]
+    if qt is not None and qt.name != "F32" and rows2d.dtype == np.uint8:
+        per_row = qt.row_bytes(row_length)
+        if rows2d.shape[1] != per_row:  # e.g. packed as one long byte row
+            rows2d = rows2d.reshape(-1, per_row)
+            n_rows = rows2d.shape[0]
+    step = max(1, chunk_floats // row_length)
+    for first in range(0, n_rows, step):
+        block = rows2d[first : first + step]
+        if qt is None:
+            from gguf import GGMLQuantizationType
+            from gguf.quants import dequantize
+
+            values = dequantize(np.asarray(block), GGMLQuantizationType[source_type])
+            yield np.asarray(values, dtype=np.float32).reshape(-1, row_length)
+        else:
+            yield quantizer.to_float(np.ascontiguousarray(block), qt, row_length)
+
+
+def tensor_chunks(source, spec: TensorSpec) -> Iterator[np.ndarray]:
+    """Float row blocks of one source tensor: streamed from a GGUF's stored bytes, or whole
+    from sources that only offer `tensor(name)` (safetensors via source.hf)."""
+    if callable(getattr(source, "raw", None)) and spec.source_type in CATALOGUE:
+        raw, stored = source.raw(spec.name)
+        yield from float_chunks(raw, stored, spec.row_length)
+    else:
+        yield np.asarray(source.tensor(spec.name), dtype=np.float32).reshape(-1, spec.row_length)
+
+
+def measure_tensor(
+    spec: TensorSpec,
+    chunks: Iterable[np.ndarray],
+    types: Sequence[str],
+    imat: np.ndarray | None = None,
+    threads: int | None = None,
+) -> TensorCosts:
+    """Candidate options of one tensor from its float row blocks (a pure function: the local
+    loop and the Ray tasks both call it, so their tables are identical).
+
+    The relative output error of a candidate is
+    sum_j ||dW[:, j]||^2 w_j / sum_j ||W[:, j]||^2 w_j, accumulated per column in float64
+    over the row blocks.
+    """
+    weight = (
+        np.asarray(imat, dtype=np.float64)
+        if imat is not None
+        else np.ones(spec.row_length, dtype=np.float64)
+    )
+    cands = candidates_for(spec.row_length, spec.source_type, types)
+    measured = [
+        qt
+        for qt in cands
+        if qt.name != spec.source_type and not (qt.needs_imatrix and imat is None)
+    ]
+    diff_sums = {qt.name: np.zeros(spec.row_length, dtype=np.float64) for qt in measured}
+    ref_sum = np.zeros(spec.row_length, dtype=np.float64)
+    for w in chunks:
+        ref_sum += np.einsum("ij,ij->j", w, w, dtype=np.float64)
+        for qt in measured:
+            q = quantizer.quantize(w, qt, imat, threads=threads)
+            d = quantizer.to_float(q, qt, spec.row_length, threads=threads)
+            del q
+            d -= w
+            diff_sums[qt.name] += np.einsum("ij,ij->j", d, d, dtype=np.float64)
+            del d
+        del w
+    ref = max(float((ref_sum * weight).sum()), 1e-30)
+    options = []
+    for qt in cands:
+        nbytes = qt.tensor_bytes(spec.shape)
+        if qt.name == spec.source_type:
+            options.append((qt.name, nbytes, 0.0))  # the exporter copies the source bytes verbatim
+        elif qt.name in diff_sums:
+            options.append((qt.name, nbytes, float((diff_sums[qt.name] * weight).sum()) / ref))
+    options.sort(key=lambda o: (-o[1], o[2]))
+    return TensorCosts(spec.name, spec.shape, spec.n_params, tuple(options))
 
 
 def _cache_key(source, types: Sequence[str], imatrix_id: str | None) -> str:
     stat = Path(source.path).stat()
-    raw = f"{source.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{','.join(types)}:{imatrix_id}:{TABLE_VERSION}"
+    raw = (
+        f"{source.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{','.join(types)}:"
+        f"{imatrix_id}:{TABLE_VERSION}"
+    )
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
@@ -139,8 +230,18 @@ def measure_sensitivity(
     imatrix_id: str | None = None,
     progress: ProgressFn | None = None,
     use_cache: bool = True,
+    ray_address: str | None = None,
 ) -> SensitivityTable:
-    """Quantize every quantizable tensor at every candidate type and measure the error."""
+    """Quantize every quantizable tensor at every candidate type and measure the error.
+
+    Streams the model: one tensor's row block is dequantized at a time and the source's pages
+    are handed back to the OS after each tensor (GGUFSource.release), so peak memory is bounded
+    by the chunk size and the largest quantized tensor, not the model.
+
+    Args:
+        ray_address: run one Ray task per tensor (`auto`, `ray://HOST:PORT`); the table is the
+            same as the local run's (ramp_edge.distributed). Needs `pip install 'ramp-edge[ray]'`.
+    """
     cache = paths.cache_dir("sensitivity") / f"{_cache_key(source, types, imatrix_id)}.json"
     if use_cache and cache.exists():
         try:
@@ -153,26 +254,20 @@ def measure_sensitivity(
         for s in source.specs
         if not allows_quantization(s.name, s.shape)
     )
-    rows = []
-    for i, s in enumerate(specs):
-        if progress:
-            progress(i, len(specs), f"sensitivity {s.name}")
-        w = source.tensor(s.name).reshape(-1, s.row_length)
-        imat = imatrix.get(s.name) if imatrix else None
-        weight = imat if imat is not None else np.ones(s.row_length, dtype=np.float32)
-        options = []
-        for qt in candidates_for(s.row_length, s.source_type, types):
-            nbytes = qt.tensor_bytes(s.shape)
-            if qt.name == s.source_type:
-                err = 0.0  # the exporter copies the source bytes verbatim
-            elif qt.needs_imatrix and imat is None:
-                continue
-            else:
-                q = quantizer.quantize(w, qt, imat)
-                err = _relative_error(w, quantizer.to_float(q, qt, s.row_length), weight)
-            options.append((qt.name, nbytes, err))
-        options.sort(key=lambda o: (-o[1], o[2]))
-        rows.append(TensorCosts(s.name, s.shape, s.n_params, tuple(options)))
+    if ray_address:
+        from ramp_edge.distributed import measure_on_ray
+
+        rows = measure_on_ray(ray_address, source, specs, tuple(types), imatrix, progress)
+    else:
+        rows = []
+        release = getattr(source, "release", None)
+        for i, s in enumerate(specs):
+            if progress:
+                progress(i, len(specs), f"sensitivity {s.name}")
+            imat = imatrix.get(s.name) if imatrix else None
+            rows.append(measure_tensor(s, tensor_chunks(source, s), types, imat))
+            if release:
+                release(s.name)
     table = SensitivityTable(source.model.model_id, tuple(rows), fixed)
     if use_cache:
         atomic_write_json(cache, table.to_dict())

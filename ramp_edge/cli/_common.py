@@ -78,3 +78,13 @@ def method_option(func):
         show_default=True,
         help="Allocation method.",
     )(func)
+
+
+def ray_address_option(func):
+    """--ray-address, shared by allocate and train: measure the error table as Ray tasks."""
+    return click.option(
+        "--ray-address",
+        metavar="auto|ray://HOST:PORT",
+        help="Measure the per-tensor error table as Ray tasks on this cluster (same table as "
+        "the local run; needs pip install 'ramp-edge[ray]'). Start one with: ray start --head.",
+    )(func)

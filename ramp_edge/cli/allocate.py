@@ -13,6 +13,7 @@ from ramp_edge.cli._common import (
     json_option,
     method_option,
     open_model,
+    ray_address_option,
 )
 
 
@@ -62,6 +63,7 @@ from ramp_edge.cli._common import (
     type=click.Path(dir_okay=False),
     help="Also write llama-quantize's --tensor-type-file.",
 )
+@ray_address_option
 @calibrate_option
 @json_option
 def allocate(
@@ -77,6 +79,7 @@ def allocate(
     out: str | None,
     tensor_type_file: str | None,
     calibrate: bool,
+    ray_address: str | None,
     as_json: bool,
 ) -> None:
     """Allocate a quant type to every tensor of MODEL so the GGUF fits BUDGET.
@@ -90,6 +93,7 @@ def allocate(
       ramp-edge allocate smollm2-135m --budget 80MB --method sac --json
       ramp-edge allocate smollm2-135m --budget 4.4bpw --method measured --imatrix smol.imatrix.gguf
       ramp-edge allocate smollm2-135m --max-ms-per-token 12 --device raspberry-pi-5-8gb
+      ramp-edge allocate smollm2-135m --budget 4.6bpw --ray-address auto
       ramp-edge export smollm2-135m --recipe recipe.json --out smol-mix.gguf
     """
     from ramp_edge.allocate.api import allocate as run_allocate
@@ -104,6 +108,12 @@ def allocate(
 
     if (budget is None) == (max_ms_per_token is None):
         raise click.UsageError("give exactly one of --budget and --max-ms-per-token")
+    if ray_address:
+        from ramp_edge.distributed import require_ray
+
+        require_ray()
+        if max_ms_per_token is not None:
+            raise click.UsageError("--ray-address works with --budget, not --max-ms-per-token")
     types = check_types(tuple(t for t in (types_csv or "").split(",") if t.strip()) or None)
     b = parse_budget(budget) if budget is not None else None
     source = open_model(model)
@@ -138,6 +148,7 @@ def allocate(
                 calibrate_roles=calibrate,
                 types=types,
                 search=SearchSettings(max_evals=max_evals),
+                ray_address=ray_address,
             )
     plan = plan_export(source, recipe)
     if out:

@@ -86,6 +86,33 @@ class GGUFSource:
         t = self._tensors[name]
         return t.data, t.tensor_type.name
 
+    def release(self, name: str) -> None:
+        """Hand the tensor's mapped pages back to the OS (madvise MADV_DONTNEED).
+
+        Pages of a read-only file mapping count in the process's RSS once touched; a pass over
+        every tensor (measurement, export) would otherwise end holding the whole file. They stay
+        in the page cache, so touching them again costs a page fault, not a disk read.
+        """
+        import mmap
+
+        data = self._tensors[name].data
+        base = data
+        while isinstance(base, np.ndarray) and not isinstance(base, np.memmap):
+            base = base.base
+        mm = getattr(base, "_mmap", None)
+        if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        assert isinstance(base, np.memmap)
+        map_start = base.ctypes.data - (int(base.offset) % mmap.ALLOCATIONGRANULARITY)
+        rel = data.ctypes.data - map_start
+        start = rel - rel % mmap.PAGESIZE
+        length = min(data.nbytes + (rel - start), len(mm) - start)
+        if length > 0:
+            try:
+                mm.madvise(mmap.MADV_DONTNEED, start, length)
+            except (OSError, ValueError) as err:  # advice only; never fail a run over it
+                logger.debug("madvise(%s) failed: %s", name, err)
+
     def tensor(self, name: str) -> np.ndarray:
         """Dequantized float32 values, numpy shape = reversed ggml shape (rows, row_length)."""
         from ramp_edge.quant.catalogue import BY_ID
