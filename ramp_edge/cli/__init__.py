@@ -62,6 +62,11 @@ class LazyGroup(click.Group):
                 raise
             click.echo(f"Error: {err}", err=True)
             ctx.exit(err.exit_code)
+        except KeyboardInterrupt:
+            # Remote processes were already stopped and finished results committed where the
+            # interrupt was caught (fleet.group, fleet.ssh); here only the exit status.
+            click.echo("\nInterrupted.", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
         except MemoryError:
             click.echo("Error: out of memory", err=True)
             ctx.exit(1)
@@ -71,6 +76,26 @@ class LazyGroup(click.Group):
             where = f": {err.filename}" if err.filename else ""
             click.echo(f"Error: {err.strerror or err}{where}", err=True)
             ctx.exit(1)
+        except Exception as err:
+            # Last net for library errors that escaped the core's mapping: SSH errors exit like
+            # RemoteError, database errors like any expected failure; anything else is a bug.
+            code = _library_exit_code(err)
+            if code is None or debug:
+                raise
+            click.echo(f"Error: {type(err).__name__}: {err}", err=True)
+            ctx.exit(code)
+
+
+EXIT_INTERRUPTED = 130
+
+
+def _library_exit_code(err: BaseException) -> int | None:
+    module = type(err).__module__ or ""
+    if module.startswith("paramiko"):
+        return 7
+    if module.startswith("sqlite3"):
+        return 1
+    return None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -36,7 +36,13 @@ def fleet() -> None:
     show_default=True,
     help="Comma-separated host or group names from the inventory.",
 )
-@click.option("--forks", default=5, show_default=True, help="Hosts benchmarked in parallel.")
+@click.option(
+    "--forks",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Hosts benchmarked in parallel.",
+)
 @click.option(
     "--threads", type=int, help="CPU threads on each device (default: its physical cores)."
 )
@@ -73,7 +79,9 @@ def bench(
 
     Hosts run in parallel (--forks); one dead host never stops the others, and each host's
     results are committed to the results database as soon as it finishes. Exit status 7 when
-    any host failed (after printing every host's outcome).
+    any host failed or its benchmark/eval failed (after printing every host's outcome); 3 for
+    bad arguments or inventory, before any work; 130 on Ctrl-C (in-flight hosts are stopped on
+    the device, finished hosts are already stored).
 
     \b
     Example:
@@ -84,7 +92,7 @@ def bench(
     from pathlib import Path
 
     from ramp_edge.agent_client import BenchOptions
-    from ramp_edge.errors import ConfigError, RampEdgeError
+    from ramp_edge.errors import ConfigError, RampEdgeError, RemoteError
     from ramp_edge.fleet.group import FleetError
     from ramp_edge.fleet.inventory import load_inventory
     from ramp_edge.pipeline import bench_fleet
@@ -94,12 +102,15 @@ def bench(
         raise click.UsageError("give exactly one of --artifact or --recipe (with --model)")
     if recipe_spec is not None and model_ref is None:
         raise click.UsageError("--recipe needs --model")
-    if forks < 1:
-        raise click.UsageError("--forks must be at least 1")
+    # Every argument is checked before any slow step (export, connections).
     try:
         options = BenchOptions(threads=threads, n_prompt=n_prompt, n_gen=n_gen, reps=reps)
     except ValueError as err:
-        raise click.UsageError(str(err)) from None
+        raise ConfigError(str(err)) from None
+    if eval_limit < 1:
+        raise ConfigError(f"--eval-limit must be at least 1, got {eval_limit}")
+    if tasks:
+        check_tasks(tasks)
     inv = load_inventory(inventory)
     hosts = _canonical_devices(inv.select(pattern))
     if artifact is not None:
@@ -127,12 +138,43 @@ def bench(
             )
         except ValueError as err:
             raise RampEdgeError(str(err)) from None
+    failed = failed_hosts(result)
     if as_json:
-        emit_json({"artifact": str(path), **result.to_dict()})
+        emit_json({"artifact": str(path), **result.to_dict(), "ok": not failed})
     else:
         _print_table(path.name, result)
-    if not result.ok:
-        raise FleetError(result)
+    if failed:
+        if not result.ok and len(failed) == len(result.failed):
+            raise FleetError(result)
+        raise RemoteError(
+            f"{len(failed)} of {len(result.outcomes)} hosts failed: "
+            + "; ".join(f"{host} ({why})" for host, why in failed[:3])
+            + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+        )
+
+
+def failed_hosts(result: Any) -> list[tuple[str, str]]:
+    """(host, why) for every host that failed: its connection, its push, or its bench/eval."""
+    out = []
+    for outcome in result.outcomes:
+        if not outcome.ok:
+            out.append((outcome.host, outcome.error or "failed"))
+            continue
+        report = outcome.value
+        if report.status != "ok":
+            bench = report.bench
+            why = bench.error if bench is not None and bench.status != "ok" else None
+            why = why or next((e.error for e in report.evals if e.status != "ok"), None)
+            out.append((outcome.host, f"{report.status}: {why or 'failed'}"))
+    return out
+
+
+def check_tasks(spec: str) -> None:
+    """ConfigError for an unknown task name, before any slow step."""
+    from ramp_edge.evaluate import tasks as task_mod
+
+    for name in task_mod.parse_task_names(spec):
+        task_mod.get_task(name)
 
 
 def _canonical_devices(hosts: Any) -> tuple[Any, ...]:
@@ -294,3 +336,80 @@ def _print_table(artifact: str, result: Any) -> None:
             (bench.error or "") if bench and not bench.ok else "",
         )
     out_console.print(table)
+
+
+@fleet.command("clean")
+@click.option(
+    "-i",
+    "--inventory",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Ansible-style YAML inventory.",
+)
+@click.option("--hosts", "pattern", default="all", show_default=True, help="Hosts or groups.")
+@click.option(
+    "--keep", multiple=True, help="Artifact file name to keep (repeatable); others are removed."
+)
+@click.option(
+    "--older-than",
+    "older_than_days",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Only remove files older than this many days (partial uploads always go).",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be removed; remove nothing.")
+@click.option("--trust-new-host", is_flag=True, help="Accept and save unknown host keys.")
+@json_option
+def clean(
+    inventory: str,
+    pattern: str,
+    keep: tuple[str, ...],
+    older_than_days: float,
+    dry_run: bool,
+    trust_new_host: bool,
+    as_json: bool,
+) -> None:
+    """Remove old artifacts, task files and partial uploads from devices' ~/.ramp-edge.
+
+    Only ~/.ramp-edge/artifacts and ~/.ramp-edge/tasks are touched; the agent and its venv
+    stay. Exit status 7 when a host could not be cleaned.
+
+    \b
+    Example:
+      ramp-edge fleet clean -i fleet.yml --dry-run
+      ramp-edge fleet clean -i fleet.yml --keep smol-q4.gguf --older-than 7
+    """
+    from ramp_edge.agent_client import ARTIFACT_DIR, TASK_DIR
+    from ramp_edge.fleet.clean import clean_remote
+    from ramp_edge.fleet.group import FleetError, connect_host, run_on_hosts
+    from ramp_edge.fleet.inventory import load_inventory
+
+    hosts = load_inventory(inventory).select(pattern)
+    result = run_on_hosts(
+        hosts,
+        lambda conn: clean_remote(
+            conn,
+            [ARTIFACT_DIR, TASK_DIR],
+            keep=keep,
+            older_than_s=older_than_days * 86400,
+            dry_run=dry_run,
+        ),
+        connect=lambda host: connect_host(host, trust_new_host=trust_new_host),
+    )
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        for outcome in result.outcomes:
+            if not outcome.ok:
+                click.echo(f"{outcome.host}: failed: {outcome.error}")
+                continue
+            report = outcome.value
+            gone = [f for f in report.files if not f["kept"]]
+            verb = "would remove" if dry_run else "removed"
+            size = human_bytes(sum(f["bytes"] for f in gone))
+            click.echo(f"{outcome.host}: {verb} {len(gone)} file(s), {size}")
+            for f in gone:
+                click.echo(f"  {f['path']}")
+    if not result.ok:
+        raise FleetError(result)

@@ -1,7 +1,7 @@
 """Fan a fleet operation out over hosts with bounded parallelism and per-host failure isolation.
 
 A fleet operation is a function ``(Connection) -> T``. `run_on_hosts` opens one connection per
-host in a worker thread (at most `forks` at once), calls the function, and collects a
+host in a daemon worker thread (at most `forks` at once), calls the function, and collects a
 `HostOutcome` per host: the value, or the error that stopped that host. One dead host never
 stops the others. `on_done` runs in the calling thread as each host finishes, so a caller can
 commit that host's result to SQLite at once (a crash later keeps every finished result).
@@ -9,8 +9,10 @@ commit that host's result to SQLite at once (a crash later keeps every finished 
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import contextlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from ramp_edge.errors import RampEdgeError, RemoteError
 from ramp_edge.fleet.hosts import Host
-from ramp_edge.fleet.transport import Transport
+from ramp_edge.fleet.transport import CancelledError, Transport, second_interrupt_aborts
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +133,7 @@ def run_on_hosts(
     connect: Callable[[Host], Any] | None = None,
     on_done: Callable[[Host, HostOutcome[T]], None] | None = None,
     on_status: StatusFn | None = None,
+    cancel_grace_s: float = 10.0,
 ) -> FleetResult[T]:
     """Run `fn(connection)` on every host, at most `forks` at a time.
 
@@ -141,11 +144,19 @@ def run_on_hosts(
         connect: Host -> connection; default `connect_host` with default options.
         on_done: called in this thread with each host's outcome as soon as it finishes.
         on_status: (host, text) status updates for a live view; may be called from workers.
+        cancel_grace_s: after Ctrl-C, seconds to wait for in-flight hosts to stop their remote
+            side before their links are closed.
 
     Returns:
         FleetResult with one outcome per host. Exceptions from `fn` or the connection become
         failed outcomes; only KeyboardInterrupt propagates (finished hosts were already passed
         to `on_done`).
+
+    Ctrl-C: every in-flight connection is cancelled (`conn.cancel()`: the remote process group
+    is killed and partial uploads removed), queued hosts never start, and KeyboardInterrupt is
+    re-raised once they stopped (at most `cancel_grace_s` + a few seconds). A second Ctrl-C
+    during that exits at once with status 130. Workers are daemon threads, so the interpreter
+    never waits for a host that does not stop.
     """
     if forks < 1:
         raise ValueError(f"forks must be >= 1, got {forks}")
@@ -154,13 +165,24 @@ def run_on_hosts(
         raise ValueError("duplicate host names")
     connect = connect or connect_host
     status = on_status or (lambda host, text: None)
+    cancelled = threading.Event()
+    slots = threading.Semaphore(min(forks, max(1, len(hosts))))
+    finished: queue.Queue[tuple[Host, HostOutcome[T]]] = queue.Queue()
+    live: dict[str, Any] = {}  # host name -> its open connection
+    live_lock = threading.Lock()
 
     def work(host: Host) -> HostOutcome[T]:
         start = time.monotonic()
         conn = None
         try:
+            if cancelled.is_set():
+                raise CancelledError(f"{host.name}: cancelled before it started")
             status(host.name, "connecting")
             conn = connect(host)
+            with live_lock:
+                live[host.name] = conn
+            if cancelled.is_set():
+                raise CancelledError(f"{host.name}: cancelled")
             if hasattr(conn, "open"):
                 conn.open()
             value = fn(conn)
@@ -172,31 +194,96 @@ def run_on_hosts(
                 host.name, False, None, message, kind, code, time.monotonic() - start
             )
         finally:
+            with live_lock:
+                live.pop(host.name, None)
             if conn is not None and hasattr(conn, "close"):
                 try:
                     conn.close()
                 except Exception:  # closing a dead link must not mask the result
                     logger.debug("%s: close failed", host.name, exc_info=True)
 
+    def worker(host: Host) -> None:
+        with slots:
+            outcome = work(host)
+        finished.put((host, outcome))
+
+    threads = [
+        threading.Thread(target=worker, args=(host,), name=f"fleet {host.name}", daemon=True)
+        for host in hosts
+    ]
     outcomes: dict[str, HostOutcome[T]] = {}
-    pool = cf.ThreadPoolExecutor(
-        max_workers=min(forks, max(1, len(hosts))), thread_name_prefix="fleet"
-    )
+
+    def land(host: Host, outcome: HostOutcome[T]) -> None:
+        outcomes[host.name] = outcome
+        status(host.name, "done" if outcome.ok else f"failed: {outcome.error}")
+        if outcome.ok:
+            logger.info("%s: done in %.1f s", host.name, outcome.duration_s)
+        else:
+            logger.warning("%s: %s", host.name, outcome.error)
+        if on_done is not None:
+            on_done(host, outcome)
+
     try:
-        futures = {pool.submit(work, host): host for host in hosts}
-        for future in cf.as_completed(futures):
-            host = futures[future]
-            outcome = future.result()
-            outcomes[host.name] = outcome
-            status(host.name, "done" if outcome.ok else f"failed: {outcome.error}")
-            if outcome.ok:
-                logger.info("%s: done in %.1f s", host.name, outcome.duration_s)
-            else:
-                logger.warning("%s: %s", host.name, outcome.error)
-            if on_done is not None:
-                on_done(host, outcome)
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        for thread in threads:
+            thread.start()
+        while len(outcomes) < len(hosts):
+            try:
+                host, outcome = finished.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            land(host, outcome)
+    except KeyboardInterrupt:
+        with second_interrupt_aborts("stopping the fleet"):
+            _cancel_in_flight(
+                cancelled, live, live_lock, finished, outcomes, hosts, land, cancel_grace_s
+            )
         raise
-    pool.shutdown(wait=True)
     return FleetResult(tuple(outcomes[name] for name in names))
+
+
+def _cancel_in_flight(
+    cancelled: threading.Event,
+    live: dict[str, Any],
+    live_lock: threading.Lock,
+    finished: queue.Queue[Any],
+    outcomes: dict[str, Any],
+    hosts: Sequence[Host],
+    land: Callable[[Host, Any], None],
+    grace_s: float,
+) -> None:
+    """Stop every in-flight host after Ctrl-C; hosts that finish meanwhile still land."""
+    cancelled.set()
+    with live_lock:
+        conns = list(live.items())
+    logger.warning("interrupted: stopping %d in-flight host(s)", len(conns))
+    for name, conn in conns:
+        if hasattr(conn, "cancel"):
+            try:
+                conn.cancel()
+            except Exception:
+                logger.debug("%s: cancel failed", name, exc_info=True)
+    deadline = time.monotonic() + grace_s
+    closed = False
+    while len(outcomes) < len(hosts):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            if closed:
+                break
+            # still running: close the links (unblocks any paramiko call), then a last wait
+            with live_lock:
+                stuck = list(live.items())
+            for name, conn in stuck:
+                logger.warning("%s: did not stop in %.0f s; closing its link", name, grace_s)
+                with contextlib.suppress(Exception):
+                    conn.close()
+            closed = True
+            deadline = time.monotonic() + 3.0
+            continue
+        try:
+            host, outcome = finished.get(timeout=min(0.2, left))
+        except queue.Empty:
+            continue
+        if outcome.ok:  # finished its work before the cancel reached it: keep it
+            land(host, outcome)
+        else:
+            outcomes[host.name] = outcome

@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 from ramp_edge.errors import ConfigError
-from ramp_edge.fleet.hosts import Host, parse_port
+from ramp_edge.fleet.hosts import Host, check_address, check_user, parse_port
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,13 @@ class Inventory:
                     f"{part!r} is neither a host nor a group of {self.path}; "
                     f"hosts: {self.names()}; groups: {', '.join(self.groups)}"
                 )
-        return tuple(h for h in self.hosts if h.name in wanted)
+        selected = tuple(h for h in self.hosts if h.name in wanted)
+        if not selected:
+            raise ConfigError(
+                f"no hosts matched {pattern!r} in {self.path}; hosts: {self.names()}; "
+                f"groups: {', '.join(self.groups)}"
+            )
+        return selected
 
 
 # --------------------------------------------------------------------------- parsing
@@ -226,12 +232,28 @@ class _Reader:
             if not path.is_file():
                 raise self.fail(merged[field][1], f"host {name!r}: {field}: no such file {path}")
             key_file = str(path)
+        address = text("ansible_host") or name
+        user = text("ansible_user") or text("ansible_ssh_user")
+        for field, value, check in (
+            ("ansible_host", address, check_address),
+            ("ansible_user" if "ansible_user" in merged else "ansible_ssh_user", user, check_user),
+        ):
+            if value is None:
+                continue
+            try:
+                check(value, f"host {name!r}: {field}")
+            except ConfigError as err:
+                if field in merged:
+                    raise self.fail(merged[field][1], f"{err}; refusing this entry") from None
+                raise ConfigError(
+                    f"{self.source} line {line}: {err}; refusing this entry"
+                ) from None
         plain = {k: v for k, (v, _) in merged.items()}
         return Host(
             name=name,
-            address=text("ansible_host") or name,
+            address=address,
             port=port,
-            user=text("ansible_user") or text("ansible_ssh_user"),
+            user=user,
             key_file=key_file,
             device=text("device"),
             python=text("ansible_python_interpreter"),

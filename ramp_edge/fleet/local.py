@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -18,6 +20,7 @@ from ramp_edge import paths
 from ramp_edge.errors import ArtifactError, RemoteError
 from ramp_edge.fleet.transport import (
     CHUNK_BYTES,
+    CancelledError,
     LineFn,
     ProgressFn,
     PushResult,
@@ -45,6 +48,7 @@ class LocalConnection:
         self.name = "localhost"
         self.address = "localhost"
         self.python = python or sys.executable
+        self._cancel = threading.Event()
 
     def __enter__(self) -> LocalConnection:
         return self
@@ -66,6 +70,10 @@ class LocalConnection:
         p = Path(path)
         return p if p.is_absolute() else self.root / p
 
+    def cancel(self) -> None:
+        """Stop the running command (from another thread): its process group is killed."""
+        self._cancel.set()
+
     def run(
         self,
         argv: Sequence[str],
@@ -76,9 +84,12 @@ class LocalConnection:
         check: bool = True,
         on_line: LineFn | None = None,
     ) -> RunResult:
+        """Run argv in its own process group; a timeout, cancel() or Ctrl-C kills the group."""
         start = time.monotonic()
         args = [str(a) for a in argv]
         full_env = {**os.environ, "HOME": str(self.root), **(env or {})}
+        if self._cancel.is_set():
+            raise CancelledError("localhost: cancelled")
         proc = subprocess.Popen(
             args,
             cwd=str(self._path(cwd)) if cwd else str(self.root),
@@ -86,30 +97,52 @@ class LocalConnection:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C reaches us, not it: we stop it deliberately
         )
         err_chunks: list[bytes] = []
-        reader = threading.Thread(
-            target=lambda: err_chunks.append(proc.stderr.read() if proc.stderr else b""),
-            daemon=True,
-        )
-        reader.start()
+        lines: queue.Queue[bytes | None] = queue.Queue()
+
+        def read_err() -> None:
+            err_chunks.append(proc.stderr.read() if proc.stderr else b"")
+
+        def read_out() -> None:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                lines.put(raw)
+            lines.put(None)
+
+        readers = [threading.Thread(target=f, daemon=True) for f in (read_err, read_out)]
+        for reader in readers:
+            reader.start()
         out_lines: list[str] = []
-        assert proc.stdout is not None
         deadline = None if timeout is None else start + timeout
-        for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace")
-            out_lines.append(line)
-            if on_line is not None:
-                on_line(line.rstrip("\n"))
-            if deadline is not None and time.monotonic() > deadline:
-                proc.kill()
-                raise RemoteError(f"localhost: command timed out after {timeout:.0f} s")
         try:
-            rc = proc.wait(None if deadline is None else max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise RemoteError(f"localhost: command timed out after {timeout:.0f} s") from None
-        reader.join()
+            while True:
+                try:
+                    raw = lines.get(timeout=0.1)
+                except queue.Empty:
+                    raw = b""
+                if raw is None:
+                    break
+                if raw:
+                    line = raw.decode("utf-8", "replace")
+                    out_lines.append(line)
+                    if on_line is not None:
+                        on_line(line.rstrip("\n"))
+                if self._cancel.is_set():
+                    _kill_group(proc)
+                    raise CancelledError(f"localhost: cancelled `{' '.join(args)}`")
+                if deadline is not None and time.monotonic() > deadline:
+                    _kill_group(proc)
+                    raise RemoteError(
+                        f"localhost: command timed out after {timeout:.0f} s and was stopped"
+                    )
+            rc = proc.wait()
+        except BaseException:
+            _kill_group(proc)
+            raise
+        for reader in readers:
+            reader.join(5)
         result = RunResult(
             argv=tuple(args),
             exit_code=128 - rc if rc < 0 else rc,  # -9 -> 137, as a shell would report it
@@ -213,3 +246,20 @@ class LocalConnection:
         return PushResult(
             str(local), remote, size, sha, sent, offset, False, time.monotonic() - start
         )
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group, SIGKILL it after 2 s; reap the leader."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    if proc.poll() is not None:  # the leader is gone; stragglers of its group go too
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)

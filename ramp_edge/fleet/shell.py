@@ -8,6 +8,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+
 def quote_path(path: str) -> str:
     """Shell-quote a remote path, leaving a leading `~/` unquoted so the remote shell expands it."""
     if path == "~":

@@ -3,7 +3,8 @@
 ~/.ssh/config and known_hosts are honoured (`fleet.sshconfig`); remote command lines come from
 `fleet.shell`; result types and the `Transport` Protocol live in `fleet.transport`.
 
-A dead link must fail in seconds, not hang: the socket gets TCP_USER_TIMEOUT and TCP keepalive, and a watchdog sends an SSH keepalive request
+A dead link must fail in seconds, not hang: the socket gets TCP_USER_TIMEOUT and TCP keepalive,
+and a watchdog sends an SSH keepalive request
 (`keepalive@openssh.com`, like ServerAliveInterval) every few seconds. When neither a reply nor
 any data arrives for `stall_timeout` seconds, the watchdog shuts the socket down, which
 unblocks every paramiko call stuck on it, and the operation raises `LinkStalledError`.
@@ -11,7 +12,13 @@ unblocks every paramiko call stuck on it, and the operation raises `LinkStalledE
 Push protocol: upload to `<remote>.partial`; when a partial exists, hash its prefix remotely and
 continue from its size if the prefix matches the local file; hash the full file remotely
 (`sha256sum`, or a python3 one-liner), then rename it into place atomically
-(posix-rename@openssh.com). A remote file with the same sha256 is not uploaded again.
+(posix-rename@openssh.com). A remote file with the same sha256 is not uploaded again. Free
+space is checked first (artifact + margin); a full disk is reported as DeviceFullError and
+its partial upload removed.
+
+Cancel: every remote command first reports its shell's pid and process group on stderr; a
+timeout, `cancel()` (another thread) or Ctrl-C kills that process group on the device (TERM,
+then KILL) before the channel closes, and a cancelled push removes its partial file.
 """
 
 from __future__ import annotations
@@ -29,11 +36,19 @@ from pathlib import Path, PurePosixPath
 
 import paramiko
 
-from ramp_edge.errors import ArtifactError, ConfigError, RemoteError
+from ramp_edge.errors import ArtifactError, RampEdgeError, RemoteError
 from ramp_edge.fleet.shell import _PY_FOLLOW, _parse_sha, build_command, quote_path, sha256_command
-from ramp_edge.fleet.sshconfig import RefuseUnknownHost, TrustNewHost, resolve_target
+from ramp_edge.fleet.sshconfig import (
+    RefuseUnknownHost,
+    TrustNewHost,
+    changed_key_message,
+    read_known_hosts,
+    resolve_target,
+)
 from ramp_edge.fleet.transport import (
     CHUNK_BYTES,
+    CancelledError,
+    DeviceFullError,
     HostKeyError,
     LineFn,
     LinkStalledError,
@@ -41,6 +56,7 @@ from ramp_edge.fleet.transport import (
     PushResult,
     RemoteCommandError,
     RunResult,
+    second_interrupt_aborts,
     sha256_prefix,
 )
 from ramp_edge.fsutil import sha256_file
@@ -50,6 +66,18 @@ logger = logging.getLogger(__name__)
 # OpenSSH's sftp-server accepts requests up to 256 KiB (SFTP_MAX_MSG_LENGTH) including the
 # header; 255 KiB data per write measured as fast or faster than paramiko's 32 KiB default.
 SFTP_REQUEST_BYTES = 255 * 1024
+
+# Free space a push needs beyond the artifact itself: 1 MiB + 2 % (filesystem metadata, the
+# agent's own writes). Below it the push is refused before a byte is sent.
+PUSH_MARGIN_BYTES = 1 << 20
+PUSH_MARGIN_FRACTION = 0.02
+
+# First stderr line of every remote command: its shell's pid and process group, so a cancel or
+# a timeout can stop the whole group (the agent and anything it started), not just the channel.
+_PG_MARKER = "__ramp_pg__"
+_PG_PREFIX = (
+    f"printf '{_PG_MARKER} %s %s\\n' \"$$\" \"$(cut -d' ' -f5 /proc/$$/stat 2>/dev/null)\" >&2; "
+)
 
 
 # --------------------------------------------------------------------------- watchdog
@@ -120,9 +148,14 @@ class _Watchdog:
 def _tcp_socket(
     host: str, port: int, connect_timeout: float, user_timeout_s: float
 ) -> socket.socket:
-    """A connected TCP socket whose unacknowledged data or silence fails in seconds (Linux)."""
+    """A connected TCP socket whose unacknowledged data or silence fails in seconds (Linux).
+
+    The name lookup runs under the same deadline: getaddrinfo has no timeout of its own and a
+    dead resolver would otherwise hang the connect for minutes.
+    """
+    address = _resolve(host, port, connect_timeout)
     try:
-        sock = socket.create_connection((host, port), timeout=connect_timeout)
+        sock = socket.create_connection(address, timeout=connect_timeout)
     except TimeoutError:
         raise RemoteError(
             f"cannot reach {host}:{port}: connection timed out after {connect_timeout:.0f} s"
@@ -140,6 +173,29 @@ def _tcp_socket(
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
     return sock
+
+
+def _resolve(host: str, port: int, timeout: float) -> tuple[str, int]:
+    """(ip, port) for `host`, or RemoteError after `timeout` seconds (lookup in a daemon thread)."""
+    box: dict[str, object] = {}
+
+    def lookup() -> None:
+        try:
+            box["info"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as err:
+            box["error"] = err
+
+    thread = threading.Thread(target=lookup, name=f"dns {host}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise RemoteError(f"cannot resolve {host}: no answer from DNS in {timeout:.0f} s")
+    if "error" in box:
+        err = box["error"]
+        raise RemoteError(f"cannot resolve {host}: {getattr(err, 'strerror', None) or err}")
+    infos = box["info"]
+    assert isinstance(infos, list) and infos
+    return str(infos[0][4][0]), port
 
 
 class _Transport(paramiko.Transport):
@@ -206,6 +262,7 @@ class Connection:
         self._sftp: paramiko.SFTPClient | None = None
         self._sock: socket.socket | None = None
         self._watchdog: _Watchdog | None = None
+        self._cancel = threading.Event()
 
     # -- configuration
 
@@ -240,18 +297,10 @@ class Connection:
         r = self._resolved
         client = paramiko.SSHClient()
         user_kh = r.known_hosts[0]
-        if user_kh.is_file():
-            try:
-                client.load_host_keys(str(user_kh))
-            except Exception as err:
-                raise ConfigError(f"cannot read known_hosts {user_kh}: {err}") from None
-        for extra in r.known_hosts[1:]:
-            if extra.is_file():
-                client.load_system_host_keys(str(extra))
-        system_kh = Path("/etc/ssh/ssh_known_hosts")
-        if system_kh.is_file():
-            with contextlib.suppress(Exception):
-                client.load_system_host_keys(str(system_kh))
+        known = read_known_hosts([*r.known_hosts, Path("/etc/ssh/ssh_known_hosts")])
+        for name in known.keys.keys():
+            for key_type, key in known.keys[name].items():
+                client.get_host_keys().add(name, key_type, key)
         client.set_missing_host_key_policy(
             TrustNewHost(user_kh) if self.trust_new_host else RefuseUnknownHost()
         )
@@ -286,10 +335,7 @@ class Connection:
             client.close()
             target = r.hostname if r.port == 22 else f"[{r.hostname}]:{r.port}"
             raise HostKeyError(
-                f"host key for {target} has CHANGED (known_hosts has "
-                f"{err.expected_key.get_name()} {err.expected_key.fingerprint}, the server sent "
-                f"{err.key.fingerprint}); this may be an attack. If the device was reinstalled, "
-                f"remove the old key: ssh-keygen -R '{target}'"
+                f"{self.name}: " + changed_key_message(target, err.expected_key, err.key, user_kh)
             ) from None
         except paramiko.PasswordRequiredException:
             client.close()
@@ -311,12 +357,32 @@ class Connection:
             ) from None
         transport = client.get_transport()
         assert transport is not None
+        server_key = transport.get_remote_server_key()
+        if (server_key.get_name(), server_key.get_base64()) in known.revoked:
+            client.close()
+            raise HostKeyError(
+                f"{self.name}: the host key of {self.address} ({server_key.get_name()} "
+                f"{server_key.fingerprint}) is marked @revoked in known_hosts; refusing it"
+            )
         self._client = client
         self._sock = raw
         self._watchdog = _Watchdog(transport, raw, self.stall_timeout, self.keepalive_s, self.name)
         self._watchdog.start()
         logger.debug("%s: connected to %s", self.name, self.address)
         return self
+
+    def cancel(self) -> None:
+        """Ask the running operation (in another thread) to stop: the remote command's process
+        group is killed, a partial upload removed, and the operation raises CancelledError."""
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def _check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise CancelledError(f"{self.name}: cancelled")
 
     def close(self) -> None:
         if self._watchdog is not None:
@@ -397,14 +463,16 @@ class Connection:
         check: bool,
         on_line: LineFn | None,
     ) -> RunResult:
+        self._check_cancel()
         transport = self._transport()
         start = time.monotonic()
         out = bytearray()
         err = bytearray()
         pending = b""
+        channel = None
         try:
             channel = transport.open_session(timeout=self.connect_timeout)
-            channel.exec_command(command)
+            channel.exec_command(_PG_PREFIX + command)
             channel.shutdown_write()
             fileno = channel.fileno()
             while True:
@@ -430,10 +498,14 @@ class Connection:
                     continue
                 if not transport.is_active():
                     raise EOFError("transport closed")
+                if self._cancel.is_set():
+                    self._stop_remote(channel, err)
+                    raise CancelledError(f"{self.name}: cancelled `{' '.join(argv)}`")
                 if timeout is not None and time.monotonic() - start > timeout:
-                    channel.close()
+                    self._stop_remote(channel, err)
                     raise RemoteError(
-                        f"{self.name}: command timed out after {timeout:.0f} s: {' '.join(argv)}"
+                        f"{self.name}: command timed out after {timeout:.0f} s and was stopped: "
+                        f"{' '.join(argv)}"
                     )
                 select.select([fileno], [], [], 0.05)
             status = channel.recv_exit_status()
@@ -442,10 +514,17 @@ class Connection:
                 # No exit-status: the link or the server died (a killed command still reports
                 # 128+signal through the `; exit $?` wrapper).
                 raise EOFError("the connection closed before the command finished")
-        except RemoteError:
+        except RampEdgeError:
             raise
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise self._lost(exc, f"running {argv[0]}") from None
+        except KeyboardInterrupt:
+            # Ctrl-C in this (main) thread: stop the remote side before giving up the link.
+            if channel is not None:
+                with second_interrupt_aborts("stopping the remote command"):
+                    self._stop_remote(channel, err)
+            raise
+        err = _strip_marker(err)
         if on_line is not None and pending:
             on_line(pending.decode("utf-8", "replace"))
         result = RunResult(
@@ -461,6 +540,47 @@ class Connection:
                 f"{self.name}: `{' '.join(argv)}` exited {result.exit_code}: {tail[0]}", result
             )
         return result
+
+    def _stop_remote(self, channel: paramiko.Channel, err: bytearray) -> None:
+        """Kill the remote command's process group (TERM, then KILL after 2 s); close the channel.
+
+        Closing the channel alone leaves the process running on the device (no pty, so no
+        SIGHUP): the agent would keep benchmarking until it next wrote to the closed pipe.
+        """
+        marker = _parse_marker(err)
+        deadline = time.monotonic() + 1.0
+        with contextlib.suppress(Exception):  # cancelled before the marker line was read
+            while marker is None and time.monotonic() < deadline and not channel.closed:
+                if channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                    marker = _parse_marker(err)
+                else:
+                    time.sleep(0.02)
+        with contextlib.suppress(Exception):
+            channel.close()
+        if marker is None:
+            logger.warning("%s: remote process id unknown; it may keep running", self.name)
+            return
+        pid, pgid = marker
+        target = f"-{pgid}" if pgid and pgid > 1 else str(pid)
+        # `kill -SIG -PGID` (no `--`: dash's kill refuses it); TERM first, KILL after 2 s.
+        script = (
+            f"kill -TERM {target} 2>/dev/null || kill -TERM {pid} 2>/dev/null; i=0; "
+            f"while [ $i -lt 20 ] && kill -0 {target} 2>/dev/null; do sleep 0.1; i=$((i+1)); "
+            f"done; kill -KILL {target} 2>/dev/null; exit 0"
+        )
+        try:
+            transport = self._client.get_transport() if self._client is not None else None
+            if transport is None or not transport.is_active():
+                raise EOFError("transport closed")
+            killer = transport.open_session(timeout=self.connect_timeout)
+            killer.settimeout(10.0)
+            killer.exec_command(script)
+            killer.recv_exit_status()
+            killer.close()
+            logger.info("%s: stopped remote process group %s", self.name, target)
+        except Exception as exc:  # the link is gone: nothing more can be done from here
+            logger.warning("%s: could not stop remote process %s: %s", self.name, target, exc)
 
     # -- files
 
@@ -506,12 +626,43 @@ class Connection:
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 raise self._lost(exc, f"creating {path}") from None
         for directory in reversed(missing):
-            with contextlib.suppress(OSError):
+            try:
                 sftp.mkdir(directory)
+            except OSError as exc:
+                if not self._exists(directory):  # not a race with another process: a failure
+                    raise RemoteError(
+                        f"{self.name}: cannot create {directory}: {exc.strerror or exc}"
+                    ) from None
+            except (paramiko.SSHException, EOFError) as exc:
+                raise self._lost(exc, f"creating {path}") from None
+
+    def _exists(self, path: str) -> bool:
+        try:
+            self.sftp().stat(path)
+            return True
+        except OSError:
+            return False
+
+    def free_bytes(self, path: str) -> int | None:
+        """Bytes available to this user on the filesystem holding `path` (None: unknown)."""
+        result = self.run_shell(f"df -Pk {quote_path(path)} 2>/dev/null | tail -n 1", check=False)
+        fields = result.stdout.split()
+        if result.ok and len(fields) >= 4 and fields[3].isdigit():
+            return int(fields[3]) * 1024
+        return None
 
     def remove(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.sftp().remove(self._sftp_path(path))
+
+    def _discard_partial(self, partial: str) -> None:
+        """Best effort: remove a partial upload after a cancel or a full disk."""
+        try:
+            transport = self._client.get_transport() if self._client is not None else None
+            if transport is not None and transport.is_active():
+                self.remove(partial)
+        except Exception as exc:
+            logger.warning("%s: could not remove %s: %s", self.name, partial, exc)
 
     def remote_sha256(self, path: str, nbytes: int | None = None) -> str | None:
         """sha256 of a remote file (or of its first `nbytes`), computed on the device."""
@@ -575,7 +726,35 @@ class Connection:
                 logger.info("%s: resuming %s at %d of %d bytes", self.name, remote, have, size)
             else:
                 logger.info("%s: discarding a stale partial upload of %s", self.name, remote)
-        sent, remote_sha = self._upload(local, partial, offset, size, progress)
+                self.remove(partial)
+                have = 0
+        need = size - offset + PUSH_MARGIN_BYTES + int(PUSH_MARGIN_FRACTION * size)
+        free = self.free_bytes(parent if parent not in ("", ".") else ".")
+        if free is not None and free < need:
+            raise DeviceFullError(
+                f"{self.name}: not enough space for {local.name}: it needs {need:,} bytes "
+                f"(with margin), {free:,} are free on the device; remove old artifacts with "
+                "`ramp-edge fleet clean`"
+            )
+        try:
+            sent, remote_sha = self._upload(local, partial, offset, size, progress)
+        except (CancelledError, KeyboardInterrupt):
+            with second_interrupt_aborts("removing the partial upload"):
+                self._discard_partial(partial)
+            raise
+        except RemoteError as exc:
+            # The server answers a write on a full disk with a bare "Failure": tell it apart.
+            transport = self._client.get_transport() if self._client is not None else None
+            if transport is not None and transport.is_active():
+                free = self.free_bytes(parent if parent not in ("", ".") else ".")
+                if free is not None and free < max(CHUNK_BYTES, SFTP_REQUEST_BYTES) * 2:
+                    self._discard_partial(partial)
+                    raise DeviceFullError(
+                        f"{self.name}: the device ran out of disk space (ENOSPC) while pushing "
+                        f"{local.name}; the partial upload was removed. Free space (e.g. "
+                        "`ramp-edge fleet clean`) and push again"
+                    ) from None
+            raise exc
         if remote_sha is None:  # no python3 on the device for the follower: hash afterwards
             remote_sha = self.remote_sha256(partial)
         if remote_sha != sha:
@@ -620,6 +799,7 @@ class Connection:
                 with open(local, "rb") as source:
                     source.seek(offset)
                     while block := source.read(CHUNK_BYTES):
+                        self._check_cancel()
                         remote_file.write(block)
                         sent += len(block)
                         self._alive()
@@ -627,10 +807,12 @@ class Connection:
                             progress(offset + sent, size, desc)
             # close() returned: every write is acknowledged, so the file is complete.
             return sent, self._finish_follower(follower)
-        except (paramiko.SSHException, EOFError, OSError) as exc:
+        except BaseException as exc:
             if follower is not None:
                 with contextlib.suppress(Exception):
                     follower.close()
+            if not isinstance(exc, (paramiko.SSHException, EOFError, OSError)):
+                raise
             raise self._lost(
                 exc, f"pushing {local.name} ({offset + sent} of {size} bytes)"
             ) from None
@@ -670,3 +852,19 @@ class Connection:
             logger.debug("%s: hash follower ended with %s; hashing again", self.name, status)
             return None
         return _parse_sha(out.decode("ascii", "replace"))
+
+
+def _parse_marker(err: bytes | bytearray) -> tuple[int, int | None] | None:
+    """(pid, process group) from the first stderr line written by `_PG_PREFIX`."""
+    first = bytes(err).split(b"\n", 1)[0].decode("ascii", "replace").split()
+    if len(first) >= 2 and first[0] == _PG_MARKER and first[1].isdigit():
+        pgid = int(first[2]) if len(first) >= 3 and first[2].isdigit() else None
+        return int(first[1]), pgid
+    return None
+
+
+def _strip_marker(err: bytearray) -> bytearray:
+    if err.startswith(_PG_MARKER.encode()):
+        _, _, rest = bytes(err).partition(b"\n")
+        return bytearray(rest)
+    return err

@@ -6,8 +6,11 @@ Safety defaults follow OpenSSH: an unknown host key is refused unless the user s
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -93,6 +96,123 @@ def _local_user() -> str:
 _KNOWN_HOSTS_LOCK = threading.Lock()
 
 
+@dataclass(slots=True)
+class KnownHosts:
+    """What the known_hosts files say, read leniently like OpenSSH reads them.
+
+    `keys` is a paramiko HostKeys with every usable entry; `revoked` holds the keys listed
+    under `@revoked` (refused for any host); `hashed` tells whether the first file hashes its
+    host names (new entries are then hashed too).
+    """
+
+    keys: paramiko.HostKeys = field(default_factory=paramiko.HostKeys)
+    revoked: set[tuple[str, str]] = field(default_factory=set)
+    hashed: bool = False
+
+
+def read_known_hosts(paths: Sequence[Path], strict_first: bool = True) -> KnownHosts:
+    """Parse known_hosts files line by line; never let one odd line break the rest.
+
+    `@cert-authority` lines (host certificates, which paramiko cannot verify) and unknown
+    markers are skipped with a warning naming the file and line; `@revoked` keys are kept for
+    refusal; key types paramiko does not know are skipped quietly, as OpenSSH skips them.
+    ConfigError only when the first (user) file cannot be read at all.
+    """
+    from paramiko.hostkeys import HostKeyEntry
+
+    known = KnownHosts()
+    for index, path in enumerate(paths):
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as err:
+            if index == 0 and strict_first:
+                raise ConfigError(f"cannot read known_hosts {path}: {err.strerror}") from None
+            continue
+        for lineno, raw in enumerate(text.splitlines(), start=1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            marker = None
+            if line.startswith("@"):
+                marker, _, line = line.partition(" ")
+                line = line.strip()
+                if marker not in ("@revoked", "@cert-authority"):
+                    logger.warning("%s:%d: unknown marker %s; line skipped", path, lineno, marker)
+                    continue
+                if marker == "@cert-authority":
+                    logger.warning(
+                        "%s:%d: @cert-authority (host certificates) is not supported; line skipped",
+                        path,
+                        lineno,
+                    )
+                    continue
+            if index == 0 and line.startswith("|1|"):
+                known.hashed = True
+            try:
+                entry = HostKeyEntry.from_line(line, lineno)
+            except Exception as err:  # bad base64, truncated key, ...
+                logger.warning("%s:%d: unreadable entry skipped (%s)", path, lineno, err)
+                continue
+            if entry is None or entry.key is None:  # a key type paramiko does not know
+                logger.debug("%s:%d: key type not supported; skipped", path, lineno)
+                continue
+            if marker == "@revoked":
+                known.revoked.add((entry.key.get_name(), entry.key.get_base64()))
+                continue
+            for name in entry.hostnames:
+                known.keys.add(name, entry.key.get_name(), entry.key)
+    return known
+
+
+def known_hosts_line(hostname: str, key: paramiko.PKey, hashed: bool) -> str:
+    """One known_hosts line for `hostname` (already `[host]:port` for other ports)."""
+    name = paramiko.HostKeys.hash_host(hostname) if hashed else hostname
+    return f"{name} {key.get_name()} {key.get_base64()}\n"
+
+
+def append_known_host(path: Path, hostname: str, key: paramiko.PKey) -> bool:
+    """Add one line for `hostname` to `path` atomically, keeping every other byte as it was.
+
+    Hashed when the file already hashes names. Threads serialize on a lock and processes on
+    an flock of the directory; the file is rewritten to a temp file (fsync) and renamed, so a
+    crash leaves the old or the new file, never half of one. Returns False when another writer
+    already added this key.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _KNOWN_HOSTS_LOCK:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(dir_fd, fcntl.LOCK_EX)
+            try:
+                old = path.read_bytes() if path.is_file() else b""
+            except OSError as err:
+                raise ConfigError(f"cannot read known_hosts {path}: {err.strerror}") from None
+            current = read_known_hosts([path])
+            if current.keys.check(hostname, key):
+                return False
+            line = known_hosts_line(hostname, key, current.hashed).encode()
+            if old and not old.endswith(b"\n"):
+                old += b"\n"
+            mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(old + line)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.chmod(tmp, mode)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            return True
+        finally:
+            os.close(dir_fd)  # releases the flock
+
+
 class TrustNewHost(paramiko.MissingHostKeyPolicy):
     """Accept an unknown key once and save it (only when the user said --trust-new-host)."""
 
@@ -103,15 +223,7 @@ class TrustNewHost(paramiko.MissingHostKeyPolicy):
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
         client.get_host_keys().add(hostname, key.get_name(), key)
-        # Hosts connect in parallel: merge into the file as it is now, under a lock, instead of
-        # overwriting it with this client's view (which would drop keys other threads added).
-        with _KNOWN_HOSTS_LOCK:
-            self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            current = paramiko.HostKeys()
-            if self.known_hosts.is_file():
-                current.load(str(self.known_hosts))
-            current.add(hostname, key.get_name(), key)
-            current.save(str(self.known_hosts))
+        append_known_host(self.known_hosts, hostname, key)
         logger.warning(
             "trusting new host key for %s: %s %s (saved to %s)",
             hostname,
@@ -129,3 +241,14 @@ class RefuseUnknownHost(paramiko.MissingHostKeyPolicy):
             f"host key for {hostname} is not in known_hosts ({key.get_name()} {key.fingerprint}); "
             "check the fingerprint and rerun with --trust-new-host, or add it with ssh-keyscan"
         )
+
+
+def changed_key_message(target: str, expected: paramiko.PKey, got: paramiko.PKey, kh: Path) -> str:
+    """OpenSSH's wording for a changed host key, on one line."""
+    return (
+        f"WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! The {got.get_name()} key sent by "
+        f"{target} is {got.fingerprint}, but {kh} has {expected.get_name()} "
+        f"{expected.fingerprint}. Someone could be eavesdropping on you right now "
+        f"(man-in-the-middle attack), or the device was reinstalled. Host key verification "
+        f"failed. If the change is expected: ssh-keygen -R '{target}' -f {kh}"
+    )

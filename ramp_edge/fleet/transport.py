@@ -8,13 +8,17 @@ client, the pipeline) is typed against `Transport` and never imports paramiko.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from ramp_edge.errors import RemoteError
+from ramp_edge.errors import RampEdgeError, RemoteError
 
 # (bytes done, bytes total, description)
 ProgressFn = Callable[[float, float, str], None]
@@ -29,6 +33,46 @@ class HostKeyError(RemoteError):
 
 class LinkStalledError(RemoteError):
     """Nothing came back from the host for `stall_timeout` seconds."""
+
+
+class DeviceFullError(RemoteError):
+    """The device has no room for an upload (checked before pushing, or ENOSPC while writing)."""
+
+
+class CancelledError(RampEdgeError):
+    """The operator cancelled (Ctrl-C): remote processes were stopped, temp files removed."""
+
+    exit_code = 130
+
+
+EXIT_INTERRUPTED = 130
+
+
+@contextlib.contextmanager
+def second_interrupt_aborts(what: str = "cleaning up") -> Iterator[None]:
+    """While cleaning up after a Ctrl-C, a second Ctrl-C exits at once (status 130).
+
+    Only the main thread can own signal handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def abort(signum: int, frame: object) -> None:
+        with contextlib.suppress(Exception):
+            sys.stderr.write(f"\nAborted while {what}.\n")
+            sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+    try:
+        previous = signal.signal(signal.SIGINT, abort)
+    except ValueError:  # not the main interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class RemoteCommandError(RemoteError):

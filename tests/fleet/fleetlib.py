@@ -212,6 +212,12 @@ def connect(
     )
 
 
+def _connector_for(devices: list[Device], **options):
+    """Host -> pinned Connection, for bench_fleet(connect=...)."""
+    by_name = {d.name: d for d in devices}
+    return lambda host: connect(by_name[host.name], **options)
+
+
 # device profile (device_profiles/<id>.toml) each simulated device stands in for
 PROFILES = {"pi4": "raspberry-pi-4-4gb", "orin": "jetson-orin-nano-8gb", "laptop": "laptop-x86"}
 
