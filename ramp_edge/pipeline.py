@@ -255,11 +255,22 @@ def run_deploy(
         # Memory and latency do not bind: the goal is the smallest artifact within max_kld.
         # Bisection over the size (each step one allocation, export and KLD), from 55% of the
         # source; the source itself (KLD 0) is the upper end.
-        lo, hi = int(0.55 * source_bytes), source_bytes
+        from ramp_edge.device.budget import geometry_from_specs
+        from ramp_edge.errors import BudgetError
+
+        geometry = geometry_from_specs(source.specs)
+        # just above the smallest legal file (every tensor at its smallest type, plus header)
+        floor = int(1.08 * geometry.weights_bytes(geometry.min_bpw))
+        lo, hi = max(int(0.55 * source_bytes), floor), source_bytes
         best = None
         for step in range(max(1, request.search_steps)):
             mid = lo if step == 0 else (lo + hi) // 2
-            built = build(mid)
+            try:
+                built = build(mid)
+            except BudgetError as err:
+                say(f"size {mid:,} B: {err}")
+                lo = mid
+                continue
             kld_value = built[3]["mean_kld"]
             say(f"size {mid:,} B: KLD {kld_value:.4f} (goal <= {request.max_kld})")
             if kld_value <= request.max_kld:
