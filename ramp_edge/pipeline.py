@@ -709,8 +709,11 @@ def bench_fleet(
     bootstrap_env: bool = False,
     on_status: Callable[[str, str], None] | None = None,
     on_report: Callable[[DeployReport], None] | None = None,
+    deadline_s: float | None = None,
 ) -> FleetResult[DeployReport]:
     """`deploy_to_host` on every inventory host, at most `forks` at once.
+
+    A host still running `deadline_s` after its connect is stopped and fails (exit 7).
 
     Each host's records are committed to `store` as soon as that host finishes, so a crash or a
     dead host later never loses finished results. Returns a fleet.group.FleetResult whose
@@ -754,5 +757,11 @@ def bench_fleet(
                 on_report(outcome.value)
 
     return run_on_hosts(
-        hosts, work, forks=forks, connect=connect_one, on_done=done, on_status=on_status
+        hosts,
+        work,
+        forks=forks,
+        connect=connect_one,
+        on_done=done,
+        on_status=on_status,
+        deadline_s=deadline_s,
     )

@@ -44,6 +44,12 @@ def fleet() -> None:
     help="Hosts benchmarked in parallel.",
 )
 @click.option(
+    "--host-deadline",
+    type=click.FloatRange(min=1),
+    metavar="SECONDS",
+    help="Stop a host still running this long after its connect (it fails with exit 7).",
+)
+@click.option(
     "--threads", type=int, help="CPU threads on each device (default: its physical cores)."
 )
 @click.option("--reps", default=5, show_default=True, help="Timed repetitions per test.")
@@ -65,6 +71,7 @@ def bench(
     model_ref: str | None,
     pattern: str,
     forks: int,
+    host_deadline: float | None,
     threads: int | None,
     reps: int,
     n_prompt: int,
@@ -135,6 +142,7 @@ def bench(
                 bootstrap_env=bootstrap,
                 on_status=view.update,
                 on_report=view.report,
+                deadline_s=host_deadline,
             )
         except ValueError as err:
             raise RampEdgeError(str(err)) from None

@@ -10,6 +10,7 @@ commit that host's result to SQLite at once (a crash later keeps every finished 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import queue
 import threading
@@ -134,6 +135,8 @@ def run_on_hosts(
     on_done: Callable[[Host, HostOutcome[T]], None] | None = None,
     on_status: StatusFn | None = None,
     cancel_grace_s: float = 10.0,
+    deadline_s: float | None = None,
+    keep_values: bool = True,
 ) -> FleetResult[T]:
     """Run `fn(connection)` on every host, at most `forks` at a time.
 
@@ -146,6 +149,10 @@ def run_on_hosts(
         on_status: (host, text) status updates for a live view; may be called from workers.
         cancel_grace_s: after Ctrl-C, seconds to wait for in-flight hosts to stop their remote
             side before their links are closed.
+        deadline_s: per-host limit from its connect on; a host past it is cancelled, its link
+            closed, and it fails with a RemoteError (exit 7) naming the deadline.
+        keep_values: False drops each value once `on_done` has it (e.g. committed it to
+            SQLite): the result then holds O(1) per finished host, for fleets of hundreds.
 
     Returns:
         FleetResult with one outcome per host. Exceptions from `fn` or the connection become
@@ -170,9 +177,13 @@ def run_on_hosts(
     finished: queue.Queue[tuple[Host, HostOutcome[T]]] = queue.Queue()
     live: dict[str, Any] = {}  # host name -> its open connection
     live_lock = threading.Lock()
+    started: dict[str, float] = {}  # host name -> monotonic start, while in flight
+    expired: set[str] = set()  # hosts stopped by the deadline
 
     def work(host: Host) -> HostOutcome[T]:
         start = time.monotonic()
+        with live_lock:
+            started[host.name] = start
         conn = None
         try:
             if cancelled.is_set():
@@ -189,6 +200,9 @@ def run_on_hosts(
             return HostOutcome(host.name, True, value, duration_s=time.monotonic() - start)
         except Exception as err:  # every failure is this host's, never the fleet's
             message, kind, code = _describe(err)
+            if host.name in expired:
+                message = f"{host.name}: stopped at the {deadline_s:g} s per-host deadline"
+                kind, code = "RemoteError", RemoteError.exit_code
             logger.debug("%s failed", host.name, exc_info=True)
             return HostOutcome(
                 host.name, False, None, message, kind, code, time.monotonic() - start
@@ -196,22 +210,49 @@ def run_on_hosts(
         finally:
             with live_lock:
                 live.pop(host.name, None)
+                started.pop(host.name, None)
             if conn is not None and hasattr(conn, "close"):
                 try:
                     conn.close()
                 except Exception:  # closing a dead link must not mask the result
                     logger.debug("%s: close failed", host.name, exc_info=True)
 
-    def worker(host: Host) -> None:
-        with slots:
-            outcome = work(host)
-        finished.put((host, outcome))
+    # `forks` workers pull hosts from a queue: threads and open links stay bounded however
+    # long the inventory is (hundreds of hosts -> `forks` threads, not one per host).
+    todo: queue.SimpleQueue[Host] = queue.SimpleQueue()
+    for host in hosts:
+        todo.put(host)
+
+    def worker() -> None:
+        while True:
+            try:
+                host = todo.get_nowait()
+            except queue.Empty:
+                return
+            with slots:
+                outcome = work(host)
+            finished.put((host, outcome))
 
     threads = [
-        threading.Thread(target=worker, args=(host,), name=f"fleet {host.name}", daemon=True)
-        for host in hosts
+        threading.Thread(target=worker, name=f"fleet worker {i}", daemon=True)
+        for i in range(min(forks, max(1, len(hosts))))
     ]
     outcomes: dict[str, HostOutcome[T]] = {}
+
+    def enforce_deadline() -> None:
+        if deadline_s is None:
+            return
+        now = time.monotonic()
+        with live_lock:
+            late = [n for n, t in started.items() if now - t > deadline_s and n not in expired]
+            conns = [(n, live.get(n)) for n in late]
+            expired.update(late)
+        for name, conn in conns:
+            logger.warning("%s: past the %.0f s deadline; stopping it", name, deadline_s)
+            for stop in ("cancel", "close"):  # cancel kills the remote side; close unblocks
+                if conn is not None and hasattr(conn, stop):
+                    with contextlib.suppress(Exception):
+                        getattr(conn, stop)()
 
     def land(host: Host, outcome: HostOutcome[T]) -> None:
         outcomes[host.name] = outcome
@@ -222,6 +263,8 @@ def run_on_hosts(
             logger.warning("%s: %s", host.name, outcome.error)
         if on_done is not None:
             on_done(host, outcome)
+        if not keep_values and outcome.value is not None:
+            outcomes[host.name] = dataclasses.replace(outcome, value=None)
 
     try:
         for thread in threads:
@@ -230,8 +273,10 @@ def run_on_hosts(
             try:
                 host, outcome = finished.get(timeout=0.2)
             except queue.Empty:
+                enforce_deadline()
                 continue
             land(host, outcome)
+            enforce_deadline()
     except KeyboardInterrupt:
         with second_interrupt_aborts("stopping the fleet"):
             _cancel_in_flight(
