@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ramp_edge.cli._common import calibrate_option, emit_json, json_option
+from ramp_edge.cli._common import calibrate_option, emit_json, json_option, ray_address_option
 
 
 @click.command("train")
@@ -66,6 +66,7 @@ from ramp_edge.cli._common import calibrate_option, emit_json, json_option
     help="Start from knapsack demonstrations (replay buffer, behaviour cloning) before SAC.",
 )
 @calibrate_option
+@ray_address_option
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option(
     "--checkpoint-every",
@@ -86,6 +87,7 @@ def train(
     eval_every: int,
     demos: bool,
     calibrate: bool,
+    ray_address: str | None,
     seed: int,
     checkpoint_every: int,
     as_json: bool,
@@ -110,6 +112,10 @@ def train(
 
     require("gymnasium", "rl")
     require("stable_baselines3", "rl")
+    if ray_address:
+        from ramp_edge.distributed import require_ray
+
+        require_ray()
     from ramp_edge.allocate.budget import parse_budget
     from ramp_edge.allocate.sensitivity import calibrate as calibrate_table
     from ramp_edge.allocate.sensitivity import measure_sensitivity
@@ -130,7 +136,7 @@ def train(
     for ref in models:
         source = open_model(ref)
         with progress(f"Sensitivity {ref}") as bar:
-            table = measure_sensitivity(source, progress=bar)
+            table = measure_sensitivity(source, progress=bar, ray_address=ray_address)
             # The same error table `allocate` gives the knapsack: per-role KLD-calibrated.
             if calibrate and getattr(source.model, "kind", "gguf") == "gguf":
                 table = calibrate_table(source, table, progress=bar)
