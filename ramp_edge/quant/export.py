@@ -296,6 +296,7 @@ def export_model(
     out_path = Path(out)
     total = plan.tensor_bytes
     done = 0
+    release = getattr(source, "release", None)
     with atomic_path(out_path) as tmp:
         writer = _writer(source, list(plan.tensors), plan.file_type, plan.method, tmp)
         _write_head(writer, source, tmp)
@@ -308,6 +309,9 @@ def export_model(
             if data.nbytes != t.nbytes:
                 raise RampEdgeError(f"{t.name}: produced {data.nbytes} bytes, planned {t.nbytes}")
             writer.write_tensor_data(data)
+            del data
+            if release is not None:  # the source's pages: RSS stays one tensor, not the model
+                release(t.name)
             done += t.nbytes
         writer.close()
         size = tmp.stat().st_size

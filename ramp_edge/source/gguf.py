@@ -96,13 +96,12 @@ class GGUFSource:
         import mmap
 
         data = self._tensors[name].data
-        base = data
-        while isinstance(base, np.ndarray) and not isinstance(base, np.memmap):
+        base = data  # views of a memmap are memmaps too: walk to the one that owns the mmap
+        while isinstance(base, np.ndarray) and not isinstance(base.base, mmap.mmap):
             base = base.base
-        mm = getattr(base, "_mmap", None)
+        mm = base.base if isinstance(base, np.memmap) else None
         if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
             return
-        assert isinstance(base, np.memmap)
         map_start = base.ctypes.data - (int(base.offset) % mmap.ALLOCATIONGRANULARITY)
         rel = data.ctypes.data - map_start
         start = rel - rel % mmap.PAGESIZE
