@@ -190,7 +190,7 @@ def _cell(row: dict, step: str) -> str:
 
 
 def markdown(rows: list[dict], settings: dict) -> str:
-    """The table part of bench/scale.md (the prose around it is kept in PROSE below)."""
+    """The table part of bench/scale.md (write() keeps the hand-written "## Notes" after it)."""
     lines = [
         "# Scale: wall time and peak RSS per model size (issue 18)",
         "",
@@ -217,3 +217,41 @@ def markdown(rows: list[dict], settings: dict) -> str:
     if same:
         lines += ["", f"Ray recipe identical to the local one (provenance aside): {all(same)}."]
     return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", type=Path, default=[])
+    parser.add_argument("--budget", default="5bpw")
+    parser.add_argument("--types", default="Q8_0,Q4_0")
+    parser.add_argument("--max-evals", type=int, default=2)
+    parser.add_argument("--n-ctx", type=int, default=128)
+    parser.add_argument("--n-chunks", type=int, default=1)
+    parser.add_argument("--encoded-limit", type=int, default=1 << 30)
+    parser.add_argument("--ray", action="store_true", help="also allocate on a local 2-CPU Ray")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench")
+    parser.add_argument("--child", choices=("search", "ray"), help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--append", action="store_true", help="add rows to bench/scale.json")
+    args = parser.parse_args()
+    if args.child == "search":
+        _child_search(args)
+        return 0
+    if args.child == "ray":
+        _child_ray(args)
+        return 0
+    rows: list[dict] = []
+    if args.append and (args.out / "scale.json").exists():
+        rows = json.loads((args.out / "scale.json").read_text())["rows"]
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        for model in args.models:
+            rows = [r for r in rows if r["model"] != model.name]
+            rows.append(run(model, args, Path(tmp)))
+            rows.sort(key=lambda r: r["n_params"])
+            write(rows, args, args.out)
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
