@@ -34,10 +34,11 @@ from ramp_edge.source import open_source
 
 PRESETS = [
     "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M", "Q5_0", "Q5_K_S",
-    "Q5_K_M", "Q6_K", "Q8_0", "IQ4_NL", "IQ4_XS", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS",
-    "IQ2_M", "IQ2_S",
+    "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S",
 ]
-UNIFORM = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "MXFP4", "Q8_0"]
+# Presets whose i-quants llama.cpp advises (or requires) an imatrix for: measured with it only.
+IMATRIX_ONLY = {"IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S"}
+UNIFORM = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "MXFP4"]
 CHUNKS = 6  # WikiText-2 test windows of 512 tokens, as bench/allocation
 
 
@@ -70,7 +71,8 @@ def measure_anchors(model_ref, source, model_path, imatrix, known: list[dict]) -
     have = {a["method"] for a in known}
     out = list(known)
     with tempfile.TemporaryDirectory() as tmp:
-        specs = [(p, False) for p in PRESETS] + [(f"uniform:{u}", False) for u in UNIFORM]
+        specs = [(p, False) for p in PRESETS if p not in IMATRIX_ONLY]
+        specs += [(f"uniform:{u}", False) for u in UNIFORM]
         specs += [(p, True) for p in PRESETS] + [(f"uniform:{u}", True) for u in UNIFORM]
         for spec, with_imat in specs:
             label = spec + (" +imatrix" if with_imat else "")
@@ -100,7 +102,7 @@ def main() -> None:
     ap.add_argument("--model", action="append", default=None)
     ap.add_argument("--budgets", default="4.0,4.4,4.6,5.0,5.5")
     ap.add_argument("--methods", default="knapsack,measured")
-    ap.add_argument("--max-evals", type=int, default=120)
+    ap.add_argument("--max-evals", type=int, default=80)
     ap.add_argument("--out", default="bench")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
