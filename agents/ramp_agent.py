@@ -699,6 +699,11 @@ def cmd_bench(args: argparse.Namespace) -> dict:
     threads = args.threads or default_threads()
     if args.reps < 1 or args.n_prompt < 0 or args.n_gen < 0 or (args.n_prompt == args.n_gen == 0):
         raise AgentError("bad_input", "need reps >= 1 and n_prompt or n_gen > 0", EXIT_BAD_INPUT)
+    if args.n_batch < 1 or args.n_ubatch < 1 or args.threads < 0 or args.ctx_size < 0:
+        # n_batch 0 would never advance run_prompt's loop
+        raise AgentError(
+            "bad_input", "need n_batch, n_ubatch >= 1 and threads, ctx_size >= 0", EXIT_BAD_INPUT
+        )
     rng = random.Random(args.seed)
     rss_before = current_rss_bytes()
     model = Model(lib, args.model, llog, args.n_gpu_layers, not args.no_extra_bufts)

@@ -12,13 +12,14 @@ A database written by a newer ramp-edge (more migrations than this one knows) is
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,30 @@ from ramp_edge.device.profiles import DeviceProfile, MeasuredProfile, load_profi
 from ramp_edge.errors import ArtifactError, RampEdgeError
 
 logger = logging.getLogger(__name__)
+
+
+class StoreError(RampEdgeError):
+    """The results database cannot be read or written (locked, read-only, disk full)."""
+
+
+@contextlib.contextmanager
+def _db_errors(path: Path, doing: str) -> Iterator[None]:
+    """sqlite3 errors -> one-line StoreError naming the file and what to do."""
+    try:
+        yield
+    except sqlite3.OperationalError as err:
+        text = str(err)
+        hint = ""
+        if "locked" in text or "busy" in text:
+            hint = "; another ramp-edge is writing it: wait for it or retry"
+        elif "readonly" in text or "read-only" in text:
+            hint = "; make it writable or point RAMP_EDGE_HOME elsewhere"
+        elif "disk" in text or "full" in text:
+            hint = "; free disk space"
+        raise StoreError(f"results database {path}: cannot {doing}: {text}{hint}") from None
+    except sqlite3.DatabaseError as err:
+        raise ArtifactError(f"{path} is not a usable results database ({err})") from None
+
 
 DEFAULT_NAME = "results.sqlite"
 PROFILE_KIND = "device-profile"
@@ -109,6 +134,9 @@ class Store:
                 logger.warning("%s: journal mode is %s, not WAL", self.path, mode)
             self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
+        except sqlite3.OperationalError as err:
+            with _db_errors(self.path, "open it"):
+                raise err from None
         except sqlite3.DatabaseError as err:
             raise ArtifactError(f"{self.path} is not a usable results database ({err})") from None
 
@@ -182,7 +210,7 @@ class Store:
             raise RampEdgeError(
                 f"result payload for {kind} is not JSON-serializable: {err}"
             ) from None
-        with self._lock:
+        with self._lock, _db_errors(self.path, "store a result"):
             cur = self._db.execute(
                 "INSERT INTO results (kind, device, host, artifact, created_utc, payload) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -203,7 +231,7 @@ class Store:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id"
-        with self._lock:
+        with self._lock, _db_errors(self.path, "read results"):
             rows = self._db.execute(sql, args).fetchall()
         return [
             ResultRow(r[0], r[1], r[2], r[3], r[4], r[5], self._load_json(r[6], r[0])) for r in rows
@@ -222,7 +250,7 @@ class Store:
 
     def save_measured_profile(self, measured: MeasuredProfile) -> int:
         """Store a measurement (with its time and agent version); returns its id."""
-        with self._lock:
+        with self._lock, _db_errors(self.path, "store a measured profile"):
             cur = self._db.execute(
                 "INSERT INTO measured_profiles "
                 "(device, host, created_utc, agent_version, ramp_edge_version, payload) "
@@ -245,7 +273,7 @@ class Store:
         if device is not None:
             sql += " WHERE device = ?"
             args = (device,)
-        with self._lock:
+        with self._lock, _db_errors(self.path, "read measured profiles"):
             rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
         out = []
         for row_id, text in rows:
@@ -259,7 +287,7 @@ class Store:
 
     def latest_measured_profile(self, device: str) -> MeasuredProfile | None:
         """The newest measurement stored for `device` (an id, not an alias), or None."""
-        with self._lock:
+        with self._lock, _db_errors(self.path, "read measured profiles"):
             row = self._db.execute(
                 "SELECT id, payload FROM measured_profiles WHERE device = ? "
                 "ORDER BY id DESC LIMIT 1",

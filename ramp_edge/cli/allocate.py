@@ -17,12 +17,29 @@ from ramp_edge.cli._common import (
 )
 
 
+class PositiveFinite(click.ParamType):
+    """A float > 0 that is neither inf nor nan (click's float accepts both)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number <= 0:
+            self.fail(f"{value!r} must be a positive, finite number", param, ctx)
+        return number
+
+
 @click.command()
 @click.argument("model")
 @click.option("--budget", help="Size budget: bits per weight (4.6bpw) or bytes (95MB, 90MiB).")
 @click.option(
     "--max-ms-per-token",
-    type=float,
+    type=PositiveFinite(),
     help="Latency budget instead: predicted generation ms/token on --device.",
 )
 @click.option(

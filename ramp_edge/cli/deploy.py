@@ -116,6 +116,7 @@ def deploy(
     from ramp_edge.ui import err_console, out_console, progress
 
     device = resolve_device(device)
+    _check_early(tasks, out, min_tps)
     if n_gpu_layers != "auto":
         try:
             n_gpu_layers = int(n_gpu_layers)
@@ -226,3 +227,27 @@ def deploy(
             f"[red]the device run failed ({outcome.report.status}); recorded in ramp-edge results"
         )
         raise SystemExit(1)
+
+
+def _check_early(tasks: str | None, out: str | None, min_tps: float | None) -> None:
+    """Arguments that used to fail only after export and KLD (minutes): ConfigError at once."""
+    import math
+    import os
+    from pathlib import Path
+
+    from ramp_edge.cli.fleet import check_tasks
+    from ramp_edge.errors import ConfigError
+
+    if tasks:
+        check_tasks(tasks)
+    if out:
+        target = Path(out)
+        parent = target.parent if str(target.parent) else Path(".")
+        if target.is_dir():
+            raise ConfigError(f"--out {out}: is a directory; give a file name such as model.gguf")
+        if not parent.is_dir():
+            raise ConfigError(f"--out {out}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise ConfigError(f"--out {out}: directory {parent} is not writable")
+    if min_tps is not None and not (math.isfinite(min_tps) and min_tps > 0):
+        raise ConfigError(f"--min-tps must be a positive number, got {min_tps}")

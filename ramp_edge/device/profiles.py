@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -325,8 +326,13 @@ class _Fields:
         value = self.get(key, default)
         if optional and value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise self._fail(key, "a positive number", value)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not value > 0
+            or not math.isfinite(value)
+        ):
+            raise self._fail(key, "a positive, finite number", value)
         return float(value)
 
     def strings(self, key: str, default: Any = ...) -> tuple[str, ...]:
@@ -484,7 +490,15 @@ def _catalogue(directory: Path | None = None) -> _Catalogue:
     directory = directory or profiles_dir()
     cat = _Catalogue()
     for path in sorted(directory.glob("*.toml")):
-        profile = load_profile_file(path)
+        try:
+            profile = load_profile_file(path)
+        except ConfigError as err:
+            # one broken file must not hide every other device: skip it, say which and why
+            logger.warning("skipping device profile %s: %s", path, err)
+            continue
+        if profile.id in cat.profiles:
+            logger.warning("skipping device profile %s: id %r is defined twice", path, profile.id)
+            continue
         cat.profiles[profile.id] = profile
     for profile in cat.profiles.values():
         for alias in profile.aliases:

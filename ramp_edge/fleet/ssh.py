@@ -759,6 +759,16 @@ class Connection:
             remote_sha = self.remote_sha256(partial)
         if remote_sha != sha:
             self.remove(partial)
+            free = self.free_bytes(parent if parent not in ("", ".") else ".")
+            if free is not None and free < max(CHUNK_BYTES, SFTP_REQUEST_BYTES) * 2 + size:
+                # pipelined writes on a full disk can come back acknowledged but short
+                written = self.stat_size(remote_final)
+                if written is None or written != size:
+                    raise DeviceFullError(
+                        f"{self.name}: the device ran out of disk space (ENOSPC) while pushing "
+                        f"{local.name} ({free:,} bytes free); the partial upload was removed. "
+                        "Free space (e.g. `ramp-edge fleet clean`) and push again"
+                    )
             raise ArtifactError(
                 f"{self.name}: pushed {remote} but its sha256 is {remote_sha or 'unreadable'}, "
                 f"expected {sha}; the partial file was removed, push again"

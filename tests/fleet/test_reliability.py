@@ -332,3 +332,243 @@ def test_4_hosts_accept_names_ipv4_and_ipv6():
     assert parse_host("ci_user@build-7.lab.example").user == "ci_user"
     with pytest.raises(ConfigError):
         parse_host("[::1")
+
+
+# --------------------------------------------------------------------------- 5. validate first
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tasks", "arc_eazy"], "unknown task 'arc_eazy'"),
+        (["--out", "/nonexistent-dir/x.gguf"], "does not exist"),
+        (["--min-tps", "nan"], "positive number"),
+        (["--host", "pi@h:70000"], "outside 1..65535"),
+        (["--host", "x:2:3"], "not a valid host name"),
+    ],
+)
+def test_5_deploy_checks_arguments_before_any_work(args, message, invoke, monkeypatch):
+    import ramp_edge.pipeline as pipeline
+
+    def no_work(*a, **k):
+        raise AssertionError("the pipeline started before the arguments were checked")
+
+    monkeypatch.setattr(pipeline, "run_deploy", no_work)
+    start = time.monotonic()
+    result = invoke(["deploy", "--device", "laptop-x86", "--host", "pi@127.0.0.2", *args])
+    assert result.exit_code == 3, result.output
+    assert message in result.output and time.monotonic() - start < 1.5
+
+
+def test_5_fleet_checks_tasks_before_export(tmp_path, invoke, monkeypatch):
+    import ramp_edge.cli.fleet as fleet_cli
+
+    monkeypatch.setattr(fleet_cli, "_export", lambda *a: pytest.fail("exported first"))
+    inv = tmp_path / "fleet.yml"
+    inv.write_text("all:\n  hosts:\n    a: {ansible_host: 127.0.0.2}\n")
+    args = ["fleet", "bench", "-i", inv, "--recipe", "Q4_0", "--model", "smollm2-135m"]
+    result = invoke([*args, "--tasks", "piqa,arc_eazy"])
+    assert result.exit_code == 3 and "unknown task 'arc_eazy'" in result.output
+
+
+# --------------------------------------------------------------------------- 6. unmapped errors
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "0"])
+def test_6_allocate_rejects_non_finite_latency(value, invoke):
+    result = invoke(["allocate", "smollm2-135m", "--max-ms-per-token", value])
+    assert result.exit_code == 2 and "positive, finite" in result.output
+    assert not isinstance(result.exception, (OverflowError, ValueError))
+
+
+def test_6_one_malformed_profile_does_not_break_the_others(tmp_path, caplog):
+    from ramp_edge.device.profiles import load_profile_file, profiles_dir, resolve_name
+
+    good = sorted(profiles_dir().glob("*.toml"))[0]
+    (tmp_path / good.name).write_text(good.read_text())
+    (tmp_path / "broken.toml").write_text("id = [unclosed\n")
+    nan = good.read_text()
+    lines = nan.splitlines()
+    for i, line in enumerate(lines):  # the first positive number becomes nan
+        key, eq, value = line.partition("=")
+        if eq and value.strip().replace(".", "", 1).isdigit() and "." in value:
+            lines[i] = f"{key}= nan"
+            break
+    (tmp_path / "nan.toml").write_text(
+        "\n".join(lines).replace(load_profile_file(good).id, "nan", 1)
+    )
+    with caplog.at_level("WARNING"):
+        assert resolve_name(load_profile_file(good).id, tmp_path) == load_profile_file(good).id
+    assert "broken.toml" in caplog.text and "nan.toml" in caplog.text
+    with pytest.raises(ConfigError, match="finite"):
+        load_profile_file(tmp_path / "nan.toml")
+
+
+def test_6_dns_lookup_has_a_deadline(monkeypatch):
+    import socket
+
+    from ramp_edge.fleet import ssh
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: time.sleep(30))
+    start = time.monotonic()
+    with pytest.raises(RemoteError, match="no answer from DNS"):
+        ssh._tcp_socket("device.invalid", 22, connect_timeout=1.0, user_timeout_s=5)
+    assert time.monotonic() - start < 3
+
+
+@pytest.mark.slow
+def test_6_a_locked_results_database_is_a_one_line_error(home):
+    from ramp_edge.store import Store, StoreError
+
+    with Store() as store:
+        store.add_result("bench", "d", "h", "a.gguf", {})
+    holder = sqlite3.connect(home / "results.sqlite", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with Store() as store, pytest.raises(StoreError, match="locked"):
+            store.add_result("bench", "d", "h", "a.gguf", {})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+@pytest.mark.llama
+def test_6_agent_refuses_n_batch_zero_instead_of_looping(stories_gguf):
+    agent = Path(__file__).resolve().parents[2] / "agents" / "ramp_agent.py"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            agent,
+            "bench",
+            "--model",
+            stories_gguf,
+            "--n-prompt",
+            "8",
+            "--n-gen",
+            "0",
+            "--reps",
+            "1",
+            "--n-batch",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 4 and '"kind":"bad_input"' in proc.stdout
+
+
+# --------------------------------------------------------------------------- 7. device disk
+
+
+@pytest.fixture
+def small_disk(device_factory):
+    """A device whose ~/.ramp-edge sits on a 6 MiB tmpfs."""
+    device = device_factory("tiny-disk", "127.0.0.11")
+    mount = device.home / ".ramp-edge"
+    mount.mkdir()
+    ok = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True
+    )
+    if ok.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {ok.stderr.decode().strip()}")
+    try:
+        yield device
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.ssh
+def test_7_not_enough_space_is_said_before_pushing(small_disk, tmp_path):
+    from ramp_edge.fleet.transport import DeviceFullError
+
+    big = tmp_path / "big.gguf"
+    big.write_bytes(os.urandom(8 << 20))
+    with connect(small_disk) as conn, pytest.raises(DeviceFullError, match="not enough space"):
+        conn.put(big, ".ramp-edge/artifacts/big.gguf")
+    assert list((small_disk.home / ".ramp-edge").rglob("*")) in (
+        [],
+        [small_disk.home / ".ramp-edge" / "artifacts"],
+    )
+
+
+@pytest.mark.ssh
+def test_7_a_disk_filling_up_mid_push_is_enospc_and_leaves_nothing(small_disk, tmp_path):
+    from ramp_edge.fleet.transport import DeviceFullError
+
+    big = tmp_path / "big.gguf"
+    big.write_bytes(os.urandom(8 << 20))
+    with connect(small_disk) as conn:
+        conn.free_bytes = lambda path: None if not getattr(conn, "_asked", False) else 0
+        real_free = type(conn).free_bytes
+
+        calls = []
+
+        def free(path):  # unknown before the push (no df), the truth afterwards
+            calls.append(path)
+            return None if len(calls) == 1 else real_free(conn, path)
+
+        conn.free_bytes = free
+        with pytest.raises(DeviceFullError, match="ENOSPC"):
+            conn.put(big, ".ramp-edge/artifacts/big.gguf")
+        assert conn.run(["true"]).ok  # still connected: not "connection lost"
+    assert list((small_disk.home / ".ramp-edge").rglob("*.partial")) == []
+
+
+@pytest.mark.ssh
+def test_7_fleet_clean_removes_old_artifacts_and_partials(fleet, tmp_path, invoke, user_home):
+    device = fleet[2]
+    pin(user_home, [device])
+    art = device.home / ".ramp-edge" / "artifacts"
+    art.mkdir(parents=True, exist_ok=True)
+    (art / "old.gguf").write_bytes(b"x" * 100)
+    (art / "keep.gguf").write_bytes(b"y" * 10)
+    (art / "half.gguf.partial").write_bytes(b"z" * 10)
+    inv = write_inventory(tmp_path / "fleet.yml", [device], key=device.key_path)
+    result = invoke(["fleet", "clean", "-i", inv, "--keep", "keep.gguf"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in art.iterdir()) == ["keep.gguf"]
+
+
+# --------------------------------------------------------------------------- 9. Python 3.8
+
+
+def _python38() -> str | None:
+    candidates = sorted(Path.home().glob(".pyenv/versions/3.8*/bin/python"))
+    candidates += sorted(Path("/root").glob(".pyenv/versions/3.8*/bin/python"))
+    for python in [str(p) for p in candidates] + ["python3.8"]:
+        try:
+            if subprocess.run([python, "-c", "pass"], capture_output=True).returncode == 0:
+                return python
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.ssh
+def test_9_the_agent_bundle_runs_under_python_38_over_ssh(fleet):
+    """The agent and every module shipped with it run on the oldest Python they claim."""
+    from ramp_edge.agent_client import Agent, agent_bundle
+
+    python = _python38()
+    if python is None:
+        pytest.skip("no Python 3.8 interpreter here (install one: pyenv install 3.8)")
+    for local, _ in agent_bundle():  # syntax of every shipped file, under 3.8 itself
+        out = subprocess.run([python, "-m", "py_compile", str(local)], capture_output=True)
+        assert out.returncode == 0, out.stderr.decode()
+    with connect(fleet[0], python=python) as conn:
+        agent = Agent(conn)
+        agent.install()
+        probe = agent.probe()
+        env = agent.env_check()
+        assert probe["python"]["version"].startswith("3.8") and env["python_ok"]
+        assert env["missing_scorer_modules"] == []
+        # the scorer modules import under 3.8 (numpy and llama_cpp stubbed: 3.8 has neither)
+        stub = "import sys,types; [sys.modules.setdefault(m, types.ModuleType(m)) for m in "
+        stub += "('numpy','llama_cpp')]; sys.path.insert(0, '.ramp-edge/agent'); "
+        stub += "import ramp_edge.evaluate.tasks, ramp_edge.evaluate.runner, "
+        stub += "ramp_edge.evaluate.loglik, ramp_edge.errors; print('ok')"
+        assert conn.run([python, "-c", stub]).stdout.strip() == "ok"
+        with pytest.raises(Exception) as info:  # bad input is a protocol error, not a crash
+            agent.call("bench", ["--model", "missing.gguf", "--n-batch", "0"], timeout=60)
+        assert getattr(info.value, "kind", None) in ("missing_dependency", "bad_input")
