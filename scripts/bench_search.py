@@ -33,8 +33,26 @@ from ramp_edge.recipe import build
 from ramp_edge.source import open_source
 
 PRESETS = [
-    "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "Q4_K_S", "Q4_K_M", "Q5_0", "Q5_K_S",
-    "Q5_K_M", "Q6_K", "IQ4_NL", "IQ4_XS", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S",
+    "Q2_K",
+    "Q3_K_S",
+    "Q3_K_M",
+    "Q3_K_L",
+    "Q4_0",
+    "Q4_1",
+    "Q4_K_S",
+    "Q4_K_M",
+    "Q5_0",
+    "Q5_K_S",
+    "Q5_K_M",
+    "Q6_K",
+    "IQ4_NL",
+    "IQ4_XS",
+    "IQ3_M",
+    "IQ3_S",
+    "IQ3_XS",
+    "IQ3_XXS",
+    "IQ2_M",
+    "IQ2_S",
 ]
 # Presets whose i-quants llama.cpp advises (or requires) an imatrix for: measured with it only.
 IMATRIX_ONLY = {"IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S"}
@@ -47,8 +65,11 @@ def imatrix_for(model_ref: str) -> Path:
     path = paths.cache_dir("bench-imatrix") / f"{model_ref}.imatrix.gguf"
     if not path.exists():
         exe = Path(sys.executable).with_name("ramp-edge")
-        subprocess.run([str(exe), "features", model_ref, "--imatrix", str(path)], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [str(exe), "features", model_ref, "--imatrix", str(path)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return path
 
 
@@ -148,7 +169,11 @@ def run_model(model_ref: str, args, doc: dict, path: Path) -> None:
                 start = time.perf_counter()
                 try:
                     recipe = allocate(
-                        source, b, method, imatrix=imatrix, imatrix_id=str(imatrix_path),
+                        source,
+                        b,
+                        method,
+                        imatrix=imatrix,
+                        imatrix_id=str(imatrix_path),
                         search=SearchSettings(max_evals=args.max_evals),
                     )
                     seconds = time.perf_counter() - start
@@ -158,8 +183,10 @@ def run_model(model_ref: str, args, doc: dict, path: Path) -> None:
                     continue
                 anchor = best_anchor(doc["anchors"][model_ref], m["bytes"], source_bytes)
                 kept = sum(
-                    1 for s in source.specs
-                    if recipe.types[s.name] == s.source_type and s.n_params > 1 << 16
+                    1
+                    for s in source.specs
+                    if recipe.types[s.name] == s.source_type
+                    and s.n_params > 1 << 16
                     and len(s.shape) > 1
                 )
                 row = {
@@ -181,7 +208,8 @@ def run_model(model_ref: str, args, doc: dict, path: Path) -> None:
                 }
                 print(json.dumps(row), flush=True)
                 doc["rows"] = [
-                    r for r in doc["rows"]
+                    r
+                    for r in doc["rows"]
                     if (r["model"], r["budget_bpw"], r["method"])
                     != (row["model"], row["budget_bpw"], row["method"])
                 ] + [row]
@@ -221,7 +249,8 @@ def write_report(doc: dict, out: Path) -> None:
             vs = "" if r["kld_vs_anchor"] is None else f"{100 * r['kld_vs_anchor']:+.1f}%"
             calib = (
                 f"{r['calibration_start_kld']:.4f} → {r['calibration_kld']:.4f}"
-                if r.get("calibration_kld") is not None else ""
+                if r.get("calibration_kld") is not None
+                else ""
             )
             lines.append(
                 f"| {r['budget_bpw']}bpw | {r['method']} | {r['bytes']:,} | {r['kld']:.4f} | "
@@ -231,7 +260,13 @@ def write_report(doc: dict, out: Path) -> None:
                 f"{vs} | {calib} | {r['evaluations']} | {r['tensors_at_source_type']} | "
                 f"{r['seconds']} |"
             )
-        lines += ["", "Anchors measured:", "", "| anchor | bytes | KLD (test) | PPL |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "Anchors measured:",
+            "",
+            "| anchor | bytes | KLD (test) | PPL |",
+            "|---|---|---|---|",
+        ]
         for a in sorted(doc["anchors"].get(model, []), key=lambda a: a["bytes"]):
             lines.append(f"| {a['method']} | {a['bytes']:,} | {a['kld']:.4f} | {a['ppl']:.3f} |")
         lines.append("")

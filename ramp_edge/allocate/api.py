@@ -1,4 +1,4 @@
-"""One interface over every allocation method: uniform | preset | greedy | knapsack | measured | sac."""
+"""One interface over every allocation method: knapsack, measured, greedy, sac, preset, uniform."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from ramp_edge import recipe as recipes
 from ramp_edge.allocate import METHODS
 from ramp_edge.allocate import knapsack as ks
 from ramp_edge.allocate.budget import Budget
+from ramp_edge.allocate.search import SearchSettings, measured_search
 from ramp_edge.allocate.sensitivity import (
     DEFAULT_CANDIDATES,
     SensitivityTable,
     calibrate,
     measure_sensitivity,
 )
-from ramp_edge.allocate.search import SearchSettings, measured_search
 from ramp_edge.errors import BudgetError, ConfigError
 from ramp_edge.evaluate.assembled import EvalSettings
 from ramp_edge.quant.catalogue import CATALOGUE
@@ -94,6 +94,33 @@ def fit_to_budget(
     return Recipe(recipe.model_id, recipe.allocation, method, str(budget), notes)
 
 
+def error_table(
+    source,
+    types: tuple[str, ...] = DEFAULT_CANDIDATES,
+    imatrix: Mapping[str, np.ndarray] | None = None,
+    imatrix_id: str | None = None,
+    calibrate_roles: bool = True,
+    progress: ProgressFn | None = None,
+    ray_address: str | None = None,
+) -> SensitivityTable:
+    """The measured error table every table-based allocator uses (allocate, latency, train).
+
+    Per tensor and candidate type: the ggml-quantized weights' relative output error; with
+    `calibrate_roles` (GGUF sources) scaled to KLD units by one real probe per tensor role.
+    """
+    table = measure_sensitivity(
+        source,
+        types,
+        imatrix=imatrix,
+        imatrix_id=imatrix_id,
+        progress=progress,
+        ray_address=ray_address,
+    )
+    if calibrate_roles and getattr(source.model, "kind", "gguf") == "gguf":
+        table = calibrate(source, table, progress=progress, imatrix=imatrix, imatrix_id=imatrix_id)
+    return table
+
+
 def allocate(
     source,
     budget: Budget,
@@ -137,16 +164,9 @@ def allocate(
 
             policy = str(paths.data_dir() / "policies" / DEFAULT_POLICY)
         return allocate_with_policy(source, budget, policy, candidates, imatrix is not None)
-    table = measure_sensitivity(
-        source,
-        candidates,
-        imatrix=imatrix,
-        imatrix_id=imatrix_id,
-        progress=progress,
-        ray_address=ray_address,
+    table = error_table(
+        source, candidates, imatrix, imatrix_id, calibrate_roles, progress, ray_address
     )
-    if calibrate_roles and getattr(source.model, "kind", "gguf") == "gguf":
-        table = calibrate(source, table, progress=progress, imatrix=imatrix, imatrix_id=imatrix_id)
     target = budget.target_bytes(source.info.n_params)
     # The header (metadata + tensor infos) does not depend on the types chosen: plan it once so
     # the search gets the exact capacity. A guess would be repaired by fit_to_budget's greedy
@@ -203,11 +223,15 @@ def _measured(
     if capacity < lo:
         return fit_to_budget(source, table, ks.allocate_knapsack(table, lo), budget, "measured")
     evaluator = AssembledEvaluator(
-        source, imatrix=imatrix, variant=f"imatrix={imatrix_id}", settings=eval_settings or EvalSettings()
+        source,
+        imatrix=imatrix,
+        variant=f"imatrix={imatrix_id}",
+        settings=eval_settings or EvalSettings(),
     )
     result = measured_search(
         table, capacity, evaluator, settings=search or SearchSettings(), progress=progress
     )
+    settings = evaluator.settings
     recipe = _recipe_from_types(source, ks.choice_types(table, result.choice), "measured", budget)
     size = plan_export(source, recipe).size_bytes
     if size > budget.target_bytes(source.info.n_params):  # cannot happen with an exact header
@@ -217,7 +241,7 @@ def _measured(
         "target_bytes": budget.target_bytes(source.info.n_params),
         **result.summary(),
         "model_runs": evaluator.model_runs,
-        "eval_tokens": f"{evaluator.settings.data} {evaluator.settings.n_chunks}x{evaluator.settings.n_ctx}",
+        "eval_tokens": f"{settings.data} {settings.n_chunks}x{settings.n_ctx}",
         "seconds": round(time.perf_counter() - start_time, 1),
     }
     return Recipe(recipe.model_id, recipe.allocation, "measured", str(budget), notes)
@@ -239,9 +263,7 @@ def allocate_for_latency(
     """
     from ramp_edge.allocate.sensitivity import TensorCosts
 
-    table = measure_sensitivity(source, progress=progress)
-    if calibrate_roles:
-        table = calibrate(source, table, progress=progress)
+    table = error_table(source, calibrate_roles=calibrate_roles, progress=progress)
     tied = "output.weight" not in {s.name for s in source.specs}
 
     def ns(name: str, qtype: str, nbytes: int) -> int:

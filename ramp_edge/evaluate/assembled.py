@@ -216,11 +216,16 @@ class AssembledEvaluator:
 
         full = self._complete(types)
         recipe = Recipe(
-            self.source.model.model_id, tuple((s.name, full[s.name]) for s in self.source.specs),
+            self.source.model.model_id,
+            tuple((s.name, full[s.name]) for s in self.source.specs),
             "candidate",
         )
         result = export_model(
-            self.source, recipe, out, imatrix=self.imatrix, overrides=self.overrides,
+            self.source,
+            recipe,
+            out,
+            imatrix=self.imatrix,
+            overrides=self.overrides,
             cache=self.tensors,
         )
         return result.plan.size_bytes
@@ -234,8 +239,9 @@ class AssembledEvaluator:
             return Evaluation(hit.mean_kld, hit.ppl, hit.size_bytes, 0.0, True)
         start = time.perf_counter()
         ref = self.reference()
-        fd, name = tempfile.mkstemp(prefix="ramp-edge-candidate-", suffix=".gguf",
-                                    dir=_scratch_dir())
+        fd, name = tempfile.mkstemp(
+            prefix="ramp-edge-candidate-", suffix=".gguf", dir=_scratch_dir()
+        )
         os.close(fd)
         path = Path(name)
         try:
