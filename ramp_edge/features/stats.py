@@ -277,16 +277,55 @@ def collect_from_model(
         )
     n_seq, seq_len = tokens.shape
     names = gguf_names(lm)
-    per_seq = max(1, min(seq_len, n_sample // n_seq))
     # Rows at a fixed stride, centred in each stretch, so position 0 (BOS) is not over-represented.
-    positions = torch.as_tensor(((np.arange(per_seq) + 0.5) * seq_len / per_seq).astype(np.int64))
+    recorder = _Recorder(_positions(n_seq, seq_len, n_sample))
+    handles = recorder.install(lm, names)
+    try:
+        with torch.inference_mode():
+            for i in range(n_seq):
+                if progress:
+                    progress(i, n_seq, f"calibration window {i + 1}/{n_seq}")
+                recorder.new_call()
+                lm(input_ids=torch.as_tensor(tokens[i : i + 1]), use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+    if progress:
+        progress(n_seq, n_seq, "calibration done")
+    return recorder.result()
 
-    acc: dict[str, _Accumulator] = {}
-    weight_input: dict[str, str] = {}
-    last: dict[str, Any] = {"x": None, "key": None}
-    handles = []
 
-    def make_hook(weight: str) -> Callable[..., None]:
+class _Recorder:
+    """Forward pre-hooks on every GGUF-named Linear: statistics of the inputs they read."""
+
+    def __init__(self, positions: torch.Tensor):
+        self.positions = positions
+        self.acc: dict[str, _Accumulator] = {}
+        self.weight_input: dict[str, str] = {}
+        self.last: dict[str, Any] = {"x": None, "key": None}
+        self.hooks: dict[int, Callable[..., None]] = {}  # id(module) -> its hook
+
+    def new_call(self) -> None:
+        self.last["x"] = self.last["key"] = None
+
+    def install(self, lm: Any, names: Mapping[str, str]) -> list[Any]:
+        handles = []
+        for module_name, module in lm.named_modules():
+            if isinstance(module, torch.nn.Linear):
+                weight = names.get(f"{module_name}.weight")
+                if weight is None:
+                    logger.debug("linear %s has no GGUF name; not recorded", module_name)
+                    continue
+                hook = self._make_hook(weight)
+                self.hooks[id(module)] = hook
+                handles.append(module.register_forward_pre_hook(hook))
+        if not handles:
+            raise ConfigError("no linear layer of the model maps to a GGUF tensor name")
+        return handles
+
+    def _make_hook(self, weight: str) -> Callable[..., None]:
+        acc, weight_input, last, positions = self.acc, self.weight_input, self.last, self.positions
+
         def hook(_module: Any, args: tuple[Any, ...]) -> None:
             x = args[0]
             # q/k/v (and gate/up) are called back to back on the same tensor object.
@@ -303,28 +342,149 @@ def collect_from_model(
 
         return hook
 
-    for module_name, module in lm.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            weight = names.get(f"{module_name}.weight")
-            if weight is None:
-                logger.debug("linear %s has no GGUF name; not recorded", module_name)
-                continue
-            handles.append(module.register_forward_pre_hook(make_hook(weight)))
-    if not handles:
-        raise ConfigError("no linear layer of the model maps to a GGUF tensor name")
+    def result(self) -> tuple[dict[str, ChannelStats], dict[str, str]]:
+        return {k: a.result() for k, a in self.acc.items()}, self.weight_input
+
+
+# transformers model types whose decoder stack is embed -> layers(mask, rope) -> norm -> lm_head,
+# run block by block by `collect_streaming`; others load whole (`collect_from_model`).
+STREAMED_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+def _positions(n_seq: int, seq_len: int, n_sample: int) -> torch.Tensor:
+    per_seq = max(1, min(seq_len, n_sample // n_seq))
+    return torch.as_tensor(((np.arange(per_seq) + 0.5) * seq_len / per_seq).astype(np.int64))
+
+
+def _skeleton(model: ResolvedModel) -> Any:
+    """The transformers model with every weight on the meta device (no memory), sdpa attention."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = Path(model.path)
+    if model.kind == "gguf":
+        cfg = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+        pad = getattr(cfg, "pad_token_id", None)
+        if pad is not None and not 0 <= pad < cfg.vocab_size:
+            cfg.pad_token_id = None
+    else:
+        cfg = AutoConfig.from_pretrained(str(path))
+    with torch.device("meta"):
+        lm = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="sdpa")
+    lm.eval()
+    # rotary tables are computed in __init__: rebuild them for real on the CPU
+    lm.model.rotary_emb = type(lm.model.rotary_emb)(config=lm.config)
+    return lm
+
+
+def collect_streaming(
+    model: ResolvedModel,
+    tokens: np.ndarray,
+    n_sample: int = DEFAULT_N_SAMPLE,
+    progress: ProgressFn | None = None,
+) -> tuple[dict[str, ChannelStats], dict[str, str]]:
+    """`collect_from_model`'s statistics, computed one decoder block at a time.
+
+    Only one block's float32 weights exist at a time (read from the memory-mapped GGUF, or the
+    safetensors, and dropped after the block), plus the hidden states of all windows
+    (n_seq x seq_len x n_embd float32): peak memory follows a block, not the model. Every
+    window goes through block i before block i+1; per window the arithmetic is the full
+    forward's (same modules, same causal mask).
+    """
+    from transformers.masking_utils import create_causal_mask
+
+    from ramp_edge.features.naming import HFWeights
+    from ramp_edge.source.gguf import GGUFSource
+
+    tokens = np.asarray(tokens, dtype=np.int64)
+    n_seq, seq_len = tokens.shape
+    weights: Any = GGUFSource(model) if model.kind == "gguf" else HFWeights(model)
+    lm = _skeleton(model)
+    arch = gguf_arch_of(lm)
+    info = weights.info
+    names = gguf_names(lm)
+    by_module: dict[str, dict[str, str]] = {}  # module path -> {param name: gguf name}
+    for hf_name, gguf_name in names.items():
+        module_path, _, param = hf_name.rpartition(".")
+        by_module.setdefault(module_path, {})[param] = gguf_name
+    release = getattr(weights, "release", None)
+
+    def materialize(root: str, module: Any) -> None:
+        for sub_name, sub in module.named_modules():
+            path = f"{root}.{sub_name}" if sub_name else root
+            for param, gguf_name in by_module.get(path, {}).items():
+                values = to_hf_layout(gguf_name, weights.tensor(gguf_name), arch, info)
+                if release is not None:
+                    release(gguf_name)
+                sub._parameters[param] = torch.nn.Parameter(
+                    torch.from_numpy(values).reshape(sub._parameters[param].shape),
+                    requires_grad=False,
+                )
+
+    recorder = _Recorder(_positions(n_seq, seq_len, n_sample))
+    handles = recorder.install(lm, names)
+    layers = lm.model.layers
+    total = len(layers) + 2
+    if progress:
+        progress(0, n_seq, "calibration block 0")
     try:
         with torch.inference_mode():
+            materialize("model.embed_tokens", lm.model.embed_tokens)
+            hidden = [
+                lm.model.embed_tokens(torch.as_tensor(tokens[i : i + 1])) for i in range(n_seq)
+            ]
+            lm.model.embed_tokens.to("meta")
+            position_ids = torch.arange(seq_len)[None, :]
+            rope = lm.model.rotary_emb(hidden[0], position_ids=position_ids)
+            mask = create_causal_mask(
+                config=lm.config,
+                inputs_embeds=hidden[0],
+                attention_mask=None,
+                cache=None,
+                position_ids=position_ids,
+            )
+            for li, layer in enumerate(layers):
+                if progress:  # in windows, as the whole-model path reports
+                    progress(n_seq * (li + 1) / total, n_seq, f"calibration block {li + 1}")
+                materialize(f"model.layers.{li}", layer)
+                for i in range(n_seq):
+                    recorder.new_call()
+                    out = layer(
+                        hidden[i],
+                        attention_mask=mask,
+                        position_embeddings=rope,
+                        position_ids=position_ids,
+                        use_cache=False,
+                    )
+                    hidden[i] = out[0] if isinstance(out, tuple) else out
+                layer.to("meta")  # drop this block's weights
+            materialize("model.norm", lm.model.norm)
+            head_hook = recorder.hooks.get(id(lm.lm_head))
             for i in range(n_seq):
-                if progress:
-                    progress(i, n_seq, f"calibration window {i + 1}/{n_seq}")
-                last["x"] = last["key"] = None
-                lm(input_ids=torch.as_tensor(tokens[i : i + 1]), use_cache=False)
+                recorder.new_call()
+                if head_hook is not None:  # the output matmul itself is not needed
+                    head_hook(lm.lm_head, (lm.model.norm(hidden[i]),))
     finally:
         for h in handles:
             h.remove()
     if progress:
         progress(n_seq, n_seq, "calibration done")
-    return {k: a.result() for k, a in acc.items()}, weight_input
+    return recorder.result()
+
+
+def _model_type(model: ResolvedModel) -> str:
+    """transformers' model_type of a GGUF file or HF directory ("" when unknown)."""
+    import json
+
+    path = Path(model.path)
+    try:
+        if model.kind == "gguf":
+            from ramp_edge.source.gguf import GGUFSource
+
+            arch = GGUFSource(model).arch
+            return {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}.get(arch, arch)
+        return str(json.loads((path / "config.json").read_text()).get("model_type", ""))
+    except (OSError, ValueError, ArtifactError):
+        return ""
 
 
 def _model_digest(model: ResolvedModel) -> str:
@@ -361,6 +521,7 @@ def collect_stats(
     n_sample: int = DEFAULT_N_SAMPLE,
     use_cache: bool = True,
     progress: ProgressFn | None = None,
+    stream: bool = True,
 ) -> CalibrationStats:
     """Activation statistics of `model` on calibration text, from the cache when possible.
 
@@ -372,6 +533,8 @@ def collect_stats(
         n_sample: token rows kept per linear input for Scale Folding's error measurement.
         use_cache: read and write `cache_dir("stats")`.
         progress: callback(done, total, description).
+        stream: run llama/qwen-style models block by block (`collect_streaming`; memory of one
+            block, not the model); other architectures load whole.
 
     Returns:
         CalibrationStats keyed by GGUF weight names.
@@ -395,9 +558,12 @@ def collect_stats(
         except ArtifactError as err:
             logger.warning("ignoring unreadable statistics cache %s (%s)", path, err)
     logger.info("collecting calibration statistics: %d windows of %d tokens", *tokens.shape)
-    lm = load_torch_model(model)
-    inputs, weight_input = collect_from_model(lm, tokens, n_sample, progress)
-    del lm
+    if stream and _model_type(model) in STREAMED_TYPES:
+        inputs, weight_input = collect_streaming(model, tokens, n_sample, progress)
+    else:
+        lm = load_torch_model(model)
+        inputs, weight_input = collect_from_model(lm, tokens, n_sample, progress)
+        del lm
     stats = CalibrationStats(
         model_id=model.model_id,
         key=key,
