@@ -202,6 +202,45 @@ def check_types(types: tuple[str, ...] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def _squeezed_presets(
+    source, table: SensitivityTable, capacity: int, has_imatrix: bool, n: int = 3
+) -> list[tuple[str, ks.Choice]]:
+    """The `n` smallest llama.cpp presets / uniform types at or above `capacity`, each shrunk
+    into it by the error table's cheapest downgrades (starting points for the measured search)."""
+    sized = []
+    specs = [p for p in PRESETS if p not in ("F32", "BF16", "F16")]
+    specs += [f"uniform:{t}" for t in UNIFORM_TYPES]
+    for spec in specs:
+        if not has_imatrix and spec in IMATRIX_ADVISED:
+            continue
+        try:
+            types = recipes.build(source, spec, has_imatrix=has_imatrix).types
+        except ConfigError:
+            continue
+        if not has_imatrix and any(CATALOGUE[q].needs_imatrix for q in types.values()):
+            continue
+        choice = {}
+        for t in table.tensors:
+            names = [o[0] for o in t.options]
+            want = types.get(t.name, "")
+            if want in names:
+                choice[t.name] = names.index(want)
+            else:  # a type outside the candidates: the option nearest in bytes
+                nbytes = CATALOGUE[want].tensor_bytes(t.shape) if want in CATALOGUE else 0
+                choice[t.name] = min(
+                    range(len(t.options)), key=lambda j: abs(t.options[j][1] - nbytes)
+                )
+        nbytes = ks.choice_bytes(table, choice)
+        if nbytes >= capacity:
+            sized.append((nbytes, spec, choice))
+    sized.sort(key=lambda x: x[0])
+    out = []
+    for _, spec, choice in sized[:n]:
+        squeezed = ks.fill(table, ks.shrink(table, choice, capacity), capacity)
+        out.append((f"{spec} squeezed", squeezed))
+    return out
+
+
 def _measured(
     source,
     table: SensitivityTable,
@@ -229,7 +268,12 @@ def _measured(
         settings=eval_settings or EvalSettings(),
     )
     result = measured_search(
-        table, capacity, evaluator, settings=search or SearchSettings(), progress=progress
+        table,
+        capacity,
+        evaluator,
+        settings=search or SearchSettings(),
+        progress=progress,
+        alternatives=_squeezed_presets(source, table, capacity, imatrix is not None),
     )
     settings = evaluator.settings
     recipe = _recipe_from_types(source, ks.choice_types(table, result.choice), "measured", budget)

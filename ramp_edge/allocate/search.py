@@ -11,6 +11,8 @@ allocation being improved:
 2. Linearise: evaluate the current allocation with each group one step down its type ladder
    and one step up (each tensor to its next smaller / larger type). Everything else stays at
    the current, already quantized, allocation, so interactions are in the measurement.
+   The knapsack's start competes with llama.cpp's presets squeezed into the same bytes (each
+   measured once): below ~4.6 bpw a preset's structure can be the better basin.
 3. Exchange: pair the upgrade with the most measured KLD gain per byte with the downgrades of
    least measured loss per byte that pay for it; evaluate the pair; keep it if it measures
    better and re-measure the groups it moved; otherwise try the next pair. A probe that fits
@@ -25,7 +27,7 @@ re-solve moves many groups at once, far outside where the one-step measurements 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -146,6 +148,7 @@ def measured_search(
     start: ks.Choice | None = None,
     settings: SearchSettings = SearchSettings(),
     progress: ProgressFn | None = None,
+    alternatives: Sequence[tuple[str, ks.Choice]] = (),
 ) -> SearchResult:
     """Lower the measured KLD of a knapsack allocation within `capacity` tensor bytes.
 
@@ -156,6 +159,8 @@ def measured_search(
         start: the starting allocation (default: the knapsack's on `table`).
         settings: evaluation budget and grouping.
         progress: callback(done_evals, max_evals, description).
+        alternatives: other starting points (e.g. llama.cpp presets squeezed into the capacity),
+            each evaluated once; the search continues from the best measured start.
 
     Returns:
         The best measured allocation, its KLD on the evaluator's tokens, and every step.
@@ -183,10 +188,17 @@ def measured_search(
     current = dict(start) if start is not None else ks.allocate_knapsack(table, capacity)
     if ks.choice_bytes(table, current) > capacity:
         current = ks.shrink(table, current, capacity)
-    first = measure(current, "start", "")
+    first = measure(current, "start", "knapsack")
     assert first is not None
     accept()
     best = first
+    for label, alt in alternatives:
+        if alt == current or ks.choice_bytes(table, alt) > capacity:
+            continue
+        kld = measure(alt, "start", label)
+        if kld is not None and kld < best:
+            accept()
+            best, current = kld, dict(alt)
     probes: dict[tuple[str, int], _Probe] = {}
 
     def probe(name: str, direction: int) -> bool:
