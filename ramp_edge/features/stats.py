@@ -346,9 +346,11 @@ class _Recorder:
         return {k: a.result() for k, a in self.acc.items()}, self.weight_input
 
 
-# transformers model types whose decoder stack is embed -> layers(mask, rope) -> norm -> lm_head,
-# run block by block by `collect_streaming`; others load whole (`collect_from_model`).
-STREAMED_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+# transformers model types run block by block by `collect_streaming` (embed -> layers with one
+# causal mask and one rope table -> norm -> lm_head), each checked bit-identical to the whole
+# forward in tests/features/test_stats_streaming.py. Others (Gemma-3's sliding/global layers,
+# Qwen's per-layer mask types) load whole (`collect_from_model`) until they are checked too.
+STREAMED_TYPES = frozenset({"llama"})
 
 
 def _positions(n_seq: int, seq_len: int, n_sample: int) -> torch.Tensor:
@@ -533,7 +535,7 @@ def collect_stats(
         n_sample: token rows kept per linear input for Scale Folding's error measurement.
         use_cache: read and write `cache_dir("stats")`.
         progress: callback(done, total, description).
-        stream: run llama/qwen-style models block by block (`collect_streaming`; memory of one
+        stream: run llama-family models block by block (`collect_streaming`; memory of one
             block, not the model); other architectures load whole.
 
     Returns:
