@@ -1,6 +1,7 @@
 """A native crash (SIGSEGV) in one host's bench: a recorded failure with its signal, while the
 other hosts of the fleet finish. The fault is injected with the agent's test-only
-RAMP_AGENT_TEST_FAULT, passed in the crashing host's command environment."""
+RAMP_AGENT_TEST_FAULT (honoured only with RAMP_AGENT_TESTING=1), passed in the crashing host's
+command environment."""
 
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ def _faulty(conn, spec: str):
     run = conn.run
 
     def run_with_fault(argv, *args, **kwargs):
-        kwargs["env"] = {**(kwargs.get("env") or {}), "RAMP_AGENT_TEST_FAULT": spec}
+        kwargs["env"] = {
+            **(kwargs.get("env") or {}),
+            "RAMP_AGENT_TEST_FAULT": spec,
+            "RAMP_AGENT_TESTING": "1",
+        }
         return run(argv, *args, **kwargs)
 
     conn.run = run_with_fault
