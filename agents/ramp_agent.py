@@ -1066,9 +1066,7 @@ def inject_fault(command: str, args: argparse.Namespace) -> None:
     if not spec:
         return
     if os.environ.get(TESTING_ENV) != "1":
-        sys.stderr.write(
-            "ramp_agent: ignoring {} (test-only; needs {}=1)\n".format(FAULT_ENV, TESTING_ENV)
-        )
+        sys.stderr.write(f"ramp_agent: ignoring {FAULT_ENV} (test-only; needs {TESTING_ENV}=1)\n")
         return
     import signal as _signal
 
