@@ -121,6 +121,53 @@ def test_gguf_reader_rejects_bad_files(tmp_path):
         profiling.read_gguf_tensors(tmp_path / "cut.gguf")
 
 
+def _header(*fields: tuple[str, int]) -> bytes:
+    import struct
+
+    return b"GGUF" + b"".join(struct.pack(fmt, value) for fmt, value in fields)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        # one metadata key whose length is past any offset (was ValueError from seek)
+        _header(("<I", 3), ("<Q", 0), ("<Q", 1), ("<Q", 2**63 + 5)),
+        # one key of length 4 TiB (was OSError: Invalid argument / a silent seek past the end)
+        _header(("<I", 3), ("<Q", 0), ("<Q", 1), ("<Q", 2**42)),
+        # one tensor whose name is 1 TiB long (was MemoryError)
+        _header(("<I", 3), ("<Q", 1), ("<Q", 0), ("<Q", 2**40)),
+        # 2**60 metadata keys in a 40-byte file
+        _header(("<I", 3), ("<Q", 0), ("<Q", 2**60), ("<Q", 0)),
+        # an array of 2**62 uint64: its byte size overflows the seek offset
+        _header(
+            ("<I", 3),
+            ("<Q", 0),
+            ("<Q", 1),
+            ("<Q", 1),
+            ("<B", 65),
+            ("<I", 9),
+            ("<I", 10),
+            ("<Q", 2**62),
+        ),
+    ],
+)
+def test_gguf_reader_turns_garbage_lengths_into_artifact_errors(tmp_path, garbage):
+    bad = tmp_path / "garbage.gguf"
+    bad.write_bytes(garbage)
+    with pytest.raises(ArtifactError):
+        profiling.read_gguf_tensors(bad)
+
+
+def test_resolve_gpu_layers_on_a_garbage_gguf_is_exit_5(tmp_path):
+    from ramp_edge.pipeline import resolve_gpu_layers
+
+    bad = tmp_path / "garbage.gguf"
+    bad.write_bytes(_header(("<I", 3), ("<Q", 0), ("<Q", 1), ("<Q", 2**42)))
+    with pytest.raises(ArtifactError) as info:
+        resolve_gpu_layers("auto", {"llama_cpp": {"supports_gpu_offload": True}}, bad)
+    assert info.value.exit_code == 5
+
+
 def test_quantize_pure_rejects_bad_types(tmp_path):
     with pytest.raises(ConfigError, match="unknown quant type"):
         profiling.quantize_pure(tmp_path / "a", tmp_path / "b", "Q9_9")

@@ -296,56 +296,79 @@ def read_gguf_tensors(path: str | os.PathLike[str]) -> list[GGUFTensorInfo]:
     except OSError as err:
         raise ArtifactError(f"cannot read {path}: {err.strerror}") from None
     with handle:
+        try:
+            return _parse_gguf_tensors(path, handle)
+        except (OSError, ValueError, OverflowError, MemoryError, RecursionError) as err:
+            # a garbage length or offset: seek/read refuse it before our own bounds checks could
+            raise ArtifactError(f"{path} is not a readable GGUF file ({err})") from None
 
-        def read(fmt: str) -> int | float:
-            size = struct.calcsize(fmt)
-            data = handle.read(size)
-            if len(data) != size:
-                raise ArtifactError(f"{path} is truncated inside its GGUF header")
-            return struct.unpack(fmt, data)[0]
 
-        def skip_string() -> None:
-            handle.seek(int(read("<Q")), os.SEEK_CUR)
+def _parse_gguf_tensors(path: Path, handle: Any) -> list[GGUFTensorInfo]:
+    file_bytes = os.fstat(handle.fileno()).st_size
 
-        def read_string() -> str:
-            n = int(read("<Q"))
-            return handle.read(n).decode("utf-8", errors="replace")
+    def skip(n: int) -> None:
+        if n < 0 or handle.tell() + n > file_bytes:
+            raise ArtifactError(f"{path} is truncated inside its GGUF header")
+        handle.seek(n, os.SEEK_CUR)
 
-        def skip_value(vtype: int) -> None:
-            if vtype in _SCALAR:
-                handle.seek(struct.calcsize(_SCALAR[vtype]), os.SEEK_CUR)
-            elif vtype == 8:
-                skip_string()
-            elif vtype == 9:
-                item_type, count = int(read("<I")), int(read("<Q"))
-                if item_type in _SCALAR:
-                    handle.seek(count * struct.calcsize(_SCALAR[item_type]), os.SEEK_CUR)
-                else:
-                    for _ in range(count):
-                        skip_value(item_type)
-            else:
-                raise ArtifactError(f"{path}: unknown GGUF metadata type {vtype}")
+    def read(fmt: str) -> int | float:
+        size = struct.calcsize(fmt)
+        data = handle.read(size)
+        if len(data) != size:
+            raise ArtifactError(f"{path} is truncated inside its GGUF header")
+        return struct.unpack(fmt, data)[0]
 
-        if handle.read(4) != b"GGUF":
-            raise ArtifactError(f"{path} is not a GGUF file (bad magic)")
-        version = int(read("<I"))
-        if version < 2:
-            raise ArtifactError(f"{path}: GGUF version {version} is too old")
-        n_tensors, n_kv = int(read("<Q")), int(read("<Q"))
-        for _ in range(n_kv):
+    def skip_string() -> None:
+        skip(int(read("<Q")))
+
+    def read_string() -> str:
+        n = int(read("<Q"))
+        if handle.tell() + n > file_bytes:
+            raise ArtifactError(f"{path} is truncated inside its GGUF header")
+        return handle.read(n).decode("utf-8", errors="replace")
+
+    def skip_value(vtype: int) -> None:
+        if vtype in _SCALAR:
+            skip(struct.calcsize(_SCALAR[vtype]))
+        elif vtype == 8:
             skip_string()
-            skip_value(int(read("<I")))
-        tensors = []
-        for _ in range(n_tensors):
-            name = read_string()
-            n_dims = int(read("<I"))
-            shape = tuple(int(read("<Q")) for _ in range(n_dims))
-            type_id = int(read("<I"))
-            read("<Q")  # data offset
-            qtype = BY_ID.get(type_id)
-            if qtype is None:
-                raise ArtifactError(f"{path}: tensor {name} has unsupported ggml type {type_id}")
-            tensors.append(GGUFTensorInfo(name, shape, qtype.name, qtype.tensor_bytes(shape)))
+        elif vtype == 9:
+            item_type, count = int(read("<I")), int(read("<Q"))
+            if item_type in _SCALAR:
+                skip(count * struct.calcsize(_SCALAR[item_type]))
+            elif count > file_bytes:  # every item takes at least one byte
+                raise ArtifactError(f"{path} is truncated inside its GGUF header")
+            else:
+                for _ in range(count):
+                    skip_value(item_type)
+        else:
+            raise ArtifactError(f"{path}: unknown GGUF metadata type {vtype}")
+
+    if handle.read(4) != b"GGUF":
+        raise ArtifactError(f"{path} is not a GGUF file (bad magic)")
+    version = int(read("<I"))
+    if version < 2:
+        raise ArtifactError(f"{path}: GGUF version {version} is too old")
+    n_tensors, n_kv = int(read("<Q")), int(read("<Q"))
+    if n_tensors > file_bytes or n_kv > file_bytes:  # each entry takes many bytes
+        raise ArtifactError(
+            f"{path}: implausible GGUF header ({n_tensors} tensors, {n_kv} metadata keys "
+            f"in {file_bytes} bytes)"
+        )
+    for _ in range(n_kv):
+        skip_string()
+        skip_value(int(read("<I")))
+    tensors = []
+    for _ in range(n_tensors):
+        name = read_string()
+        n_dims = int(read("<I"))
+        shape = tuple(int(read("<Q")) for _ in range(n_dims))
+        type_id = int(read("<I"))
+        read("<Q")  # data offset
+        qtype = BY_ID.get(type_id)
+        if qtype is None:
+            raise ArtifactError(f"{path}: tensor {name} has unsupported ggml type {type_id}")
+        tensors.append(GGUFTensorInfo(name, shape, qtype.name, qtype.tensor_bytes(shape)))
     return tensors
 
 
