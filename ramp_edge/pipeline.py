@@ -226,6 +226,15 @@ def run_deploy(
         with Store() as store:
             store.save_measured_profile(measured)
             profile = store.profile(request.device)
+    elif request.host is not None:
+        # Connect and check the device's environment (llama-cpp-python, ...) before any slow
+        # step: a device that cannot run the bench fails here in seconds, not after minutes of
+        # allocation, export and KLD (issue 16 class 5). profile_host above checks the same.
+        from ramp_edge.fleet.group import connect_host
+
+        say(f"env-check on {request.host.name}")
+        with connect_host(request.host, trust_new_host=request.trust_new_host) as conn:
+            ready_agent(conn, bootstrap_env=request.bootstrap, status=say)
     profile = ensure_measured(profile)
     resolved = resolve(request.model)
     source = open_source(resolved)
@@ -476,6 +485,44 @@ def resolve_gpu_layers(
     return auto_gpu_layers(probe, artifact.stat().st_size, len(blocks) + 1, overhead)
 
 
+def ready_agent(
+    conn: Transport,
+    *,
+    bootstrap_env: bool = False,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    status: StatusFn | None = None,
+) -> Agent:
+    """Push the agent and run its environment check; bootstrap the venv when asked.
+
+    Seconds on a reachable device, so deploy runs it before any expensive step.
+
+    Raises:
+        DependencyError: the device lacks llama-cpp-python (or psutil) and not `bootstrap_env`.
+        RemoteError: the link or the agent failed.
+    """
+    say = status or (lambda text: None)
+    agent = Agent(conn, on_event=on_event)
+    say("push agent")
+    agent.install()
+    say("env-check")
+    env = agent.env_check()
+    if not env.get("ready", {}).get("bench"):
+        missing = ", ".join(env.get("missing") or ["llama-cpp-python"])
+        if not bootstrap_env:
+            raise DependencyError(
+                f"{conn.name}: the device lacks {missing} (python {env.get('python')}); rerun "
+                f"with --bootstrap to install them into {VENV_DIR}, or: {env.get('install_hint')}"
+            )
+        say("bootstrap")
+        agent = Agent(conn, python=bootstrap(conn, python=agent.python), on_event=on_event)
+        env = agent.env_check()
+        if not env.get("ready", {}).get("bench"):
+            raise DependencyError(
+                f"{conn.name}: still missing after --bootstrap: {env.get('missing')}"
+            )
+    return agent
+
+
 def deploy_to_host(
     conn: Transport,
     artifact_path: str | os.PathLike[str],
@@ -531,23 +578,7 @@ def deploy_to_host(
         if message.get("type") == "progress":
             status(f"{message.get('phase')} {message.get('done')}/{message.get('total')}")
 
-    agent = Agent(conn, on_event=on_event)
-    status("push agent")
-    agent.install()
-    status("env-check")
-    env = agent.env_check()
-    if not env.get("ready", {}).get("bench"):
-        missing = ", ".join(env.get("missing") or ["llama-cpp-python"])
-        if not bootstrap_env:
-            raise DependencyError(
-                f"{name}: the device lacks {missing} (python {env.get('python')}); rerun with "
-                f"--bootstrap to install them into {VENV_DIR}, or: {env.get('install_hint')}"
-            )
-        status("bootstrap")
-        agent = Agent(conn, python=bootstrap(conn, python=agent.python), on_event=on_event)
-        env = agent.env_check()
-        if not env.get("ready", {}).get("bench"):
-            raise DependencyError(f"{name}: still missing after --bootstrap: {env.get('missing')}")
+    agent = ready_agent(conn, bootstrap_env=bootstrap_env, on_event=on_event, status=status)
     probe = agent.probe()
     llama = probe.get("llama_cpp") or {}
 
