@@ -126,6 +126,11 @@ def main() -> None:
     ap.add_argument("--max-evals", type=int, default=80)
     ap.add_argument("--out", default="bench")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument(
+        "--anchors-from",
+        help="Take anchors from bench/allocation.json (same files, same test windows) instead "
+        "of measuring them again.",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     path = out / "search.json"
@@ -136,6 +141,24 @@ def main() -> None:
     )
     doc.setdefault("anchors", {})
     doc.setdefault("rows", [])
+    if args.anchors_from:
+        old = json.loads(Path(args.anchors_from).read_text())["results"]
+        for model_ref in args.model or ["smollm2-135m"]:
+            if doc["anchors"].get(model_ref) or model_ref not in old:
+                continue
+            doc["anchors"][model_ref] = [
+                {
+                    "model": model_ref,
+                    "method": a["method"],
+                    "bytes": a["size_bytes"],
+                    "bpw": a["bpw"],
+                    "kld": a["mean_kld"],
+                    "ppl": a["ppl"],
+                    "same_top_p": a.get("same_top_p"),
+                    "from": args.anchors_from,
+                }
+                for a in old[model_ref]["anchors"]
+            ]
     if not args.report_only:
         for model_ref in args.model or ["smollm2-135m"]:
             run_model(model_ref, args, doc, path)
@@ -154,9 +177,9 @@ def run_model(model_ref: str, args, doc: dict, path: Path) -> None:
     source_bytes = Path(model.path).stat().st_size
     imatrix_path = imatrix_for(model_ref)
     imatrix = read_imatrix(imatrix_path)
-    doc["anchors"][model_ref] = measure_anchors(
-        model_ref, source, model.path, imatrix, doc["anchors"].get(model_ref, [])
-    )
+    known = doc["anchors"].get(model_ref, [])
+    if not any("from" in a for a in known):  # anchors taken from another bench stay as they are
+        doc["anchors"][model_ref] = measure_anchors(model_ref, source, model.path, imatrix, known)
     doc.setdefault("source_bytes", {})[model_ref] = source_bytes
     save(doc, path)
     with tempfile.TemporaryDirectory() as tmp:
