@@ -243,10 +243,11 @@ def write_report(doc: dict, out: Path) -> None:
     lines = [
         "# Measured-quality search",
         "",
-        "Written by `scripts/bench_search.py` from bench/search.json. Every number is measured on the "
-        f"exported GGUF with llama.cpp on WikiText-2 **test** ({doc.get('chunks', CHUNKS)} windows of 512 "
-        "tokens, the tokens bench/allocation.md uses); the search itself only ever evaluated "
-        "WikiText-2 **validation** tokens. Reference = the dequantized source. Both methods use the "
+        "Written by `scripts/bench_search.py` from bench/search.json. Every number is measured "
+        "on the exported GGUF with llama.cpp on WikiText-2 **test** "
+        f"({doc.get('chunks', CHUNKS)} windows of 512 tokens, the tokens bench/allocation.md "
+        "uses); the search itself only ever evaluated WikiText-2 **validation** tokens. "
+        "Reference = the dequantized source. Both methods use the "
         "importance matrix from `ramp-edge features --imatrix` (WikiText-2 validation). The best "
         "anchor is the lowest-KLD llama.cpp preset or uniform type, with or without that imatrix, "
         "whose file is **at least as large** as ours and **smaller than the source file** (at the "
@@ -264,8 +265,8 @@ def write_report(doc: dict, out: Path) -> None:
             "",
             f"Source file: {doc.get('source_bytes', {}).get(model, 0):,} bytes.",
             "",
-            "| budget | method | bytes | KLD (test) | PPL | best anchor ≥ size | its bytes | its KLD "
-            "| KLD vs anchor | KLD (calib.) start → end | evals | kept | seconds |",
+            "| budget | method | bytes | KLD (test) | PPL | best anchor ≥ size | its bytes "
+            "| its KLD | KLD vs anchor | KLD (calib.) start → end | evals | kept | seconds |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
