@@ -64,3 +64,51 @@ def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str
         while block := handle.read(chunk_bytes):
             digest.update(block)
     return digest.hexdigest()
+
+
+# Identity by content (issue 16 class 8): a file's sha256 is computed once and remembered under
+# $RAMP_EDGE_CACHE/sha256, keyed by what changes when the file does (path, size, mtime_ns,
+# inode, ctime_ns), so a multi-GB model is hashed once, not on every command.
+SHA_CACHE_VERSION = 1
+
+
+def _sha_cache_file(path: Path, st: os.stat_result) -> Path:
+    from ramp_edge import paths
+
+    key = f"v{SHA_CACHE_VERSION}:{path}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}:{st.st_ctime_ns}"
+    return paths.cache_dir("sha256") / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def sha256_cached(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file, hashed once per (path, size, mtime, inode, ctime) and then remembered."""
+    path = Path(path).resolve()
+    st = path.stat()
+    entry = _sha_cache_file(path, st)
+    try:
+        cached = json.loads(entry.read_text())
+        if cached.get("path") == str(path) and len(str(cached.get("sha256", ""))) == 64:
+            return str(cached["sha256"])
+    except (OSError, ValueError, AttributeError):
+        pass  # absent or damaged: hash again
+    digest = sha256_file(path)
+    if path.stat().st_mtime_ns == st.st_mtime_ns:  # not rewritten while we read it
+        with contextlib.suppress(OSError, RampEdgeError):
+            atomic_write_json(entry, {"path": str(path), "size": st.st_size, "sha256": digest})
+    return digest
+
+
+def content_sha256(path: str | os.PathLike[str]) -> str:
+    """Identity of a model file or directory by content.
+
+    A file: its sha256. A directory (Hugging Face model): sha256 over the names and sha256s of
+    its regular, non-hidden files, sorted by name.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return sha256_cached(path)
+    digest = hashlib.sha256(b"ramp-edge-dir-v1\0")
+    for child in sorted(path.iterdir()):
+        if child.name.startswith(".") or not child.is_file():
+            continue
+        digest.update(f"{child.name}\0{sha256_cached(child)}\n".encode())
+    return digest.hexdigest()

@@ -215,11 +215,11 @@ def measure_tensor(
 
 
 def _cache_key(source, types: Sequence[str], imatrix_id: str | None) -> str:
-    stat = Path(source.path).stat()
-    raw = (
-        f"{source.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{','.join(types)}:"
-        f"{imatrix_id}:{TABLE_VERSION}"
-    )
+    # keyed by the source's content (hashed once, remembered by fsutil), not its path and
+    # mtime: two different files never share a table, a moved or copied file reuses it
+    from ramp_edge.fsutil import content_sha256
+
+    raw = f"{content_sha256(source.path)}:{','.join(types)}:{imatrix_id}:{TABLE_VERSION}"
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
