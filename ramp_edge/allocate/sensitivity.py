@@ -216,10 +216,12 @@ def measure_tensor(
 
 def _cache_key(source, types: Sequence[str], imatrix_id: str | None) -> str:
     # keyed by the source's content (hashed once, remembered by fsutil), not its path and
-    # mtime: two different files never share a table, a moved or copied file reuses it
+    # mtime: two different files never share a table; the model id is part of the key because
+    # the table carries it
     from ramp_edge.fsutil import content_sha256
 
-    raw = f"{content_sha256(source.path)}:{','.join(types)}:{imatrix_id}:{TABLE_VERSION}"
+    model_id = getattr(getattr(source, "model", None), "model_id", "")
+    raw = f"{content_sha256(source.path)}:{model_id}:{','.join(types)}:{imatrix_id}:{TABLE_VERSION}"
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 

@@ -12,7 +12,8 @@ from ramp_edge.allocate.sensitivity import _cache_key
 
 
 def _key(path: Path) -> str:
-    return _cache_key(SimpleNamespace(path=path), ["Q4_0", "Q8_0"], None)
+    source = SimpleNamespace(path=path, model=SimpleNamespace(model_id="m"))
+    return _cache_key(source, ["Q4_0", "Q8_0"], None)
 
 
 def test_a_same_size_same_mtime_rewrite_is_a_different_cache_entry(tmp_path):
