@@ -9,7 +9,7 @@ Remote layout, relative to the login home:
 
     .ramp-edge/agent/ramp_agent.py                 the agent (agents/ramp_agent.py)
     .ramp-edge/agent/ramp_edge/...                 the scorer it imports for `eval`
-    .ramp-edge/artifacts/<file name>               pushed GGUFs (resumable, sha256-checked)
+    .ramp-edge/artifacts/<sha12>-<file name>       pushed GGUFs (resumable, sha256-checked)
     .ramp-edge/tasks/<sha12>.json                  task items for `eval`
     .ramp-edge/venv/                               created by `bootstrap` (--bootstrap)
 
@@ -43,6 +43,15 @@ ARTIFACT_DIR = f"{REMOTE_ROOT}/artifacts"
 TASK_DIR = f"{REMOTE_ROOT}/tasks"
 VENV_DIR = f"{REMOTE_ROOT}/venv"
 TASK_SCHEMA = "ramp-edge/task-items"
+
+
+def remote_artifact_path(name: str, sha256: str) -> str:
+    """Where an artifact lands on a device: named by content and file name, so two different
+    files called model.gguf never overwrite each other there (fleet clean --keep takes the
+    plain file name)."""
+    return f"{ARTIFACT_DIR}/{sha256[:12]}-{name}"
+
+
 DEFAULT_REQUIREMENTS = ("llama-cpp-python==0.3.36", "psutil", "numpy")
 
 # Scorer modules the agent imports for `eval`: package path -> source module.

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from ramp_edge import paths
 from ramp_edge.agent_client import (
-    ARTIFACT_DIR,
     TASK_DIR,
     VENV_DIR,
     Agent,
@@ -32,12 +31,13 @@ from ramp_edge.agent_client import (
     BenchOptions,
     bootstrap,
     build_task_payload,
+    remote_artifact_path,
 )
 from ramp_edge.device.profiles import LOCALHOST
 from ramp_edge.errors import ArtifactError, DependencyError
 from ramp_edge.fleet.hosts import Host
 from ramp_edge.fleet.transport import PushResult, Transport
-from ramp_edge.fsutil import atomic_write_text, sha256_file
+from ramp_edge.fsutil import atomic_write_text, sha256_cached
 from ramp_edge.results import BenchResult, EvalResult, utc_now
 
 if TYPE_CHECKING:
@@ -211,7 +211,8 @@ def run_deploy(
         profile = store.profile(request.device)
     if request.host is None and profile.id != LOCALHOST:
         raise ConfigError(
-            f"device {request.device!r} needs --host user@addr (or use fleet bench with an inventory)"
+            f"device {request.device!r} needs --host user@addr "
+            "(or use fleet bench with an inventory)"
         )
     if request.host is not None and not is_fresh(profile.measured):
         # a device's budget comes from its own measurement: profile it first (seconds)
@@ -354,6 +355,7 @@ def run_deploy(
             report.host,
             str(target),
             {"recipe": recipe.method, "bytes": result.plan.size_bytes, **quality},
+            artifact_sha256=report.artifact_sha256,
         )
     return DeployOutcome(
         request,
@@ -570,7 +572,7 @@ def deploy_to_host(
     artifact = Path(artifact_path)
     if not artifact.is_file():
         raise ArtifactError(f"artifact not found: {artifact}")
-    sha = artifact_sha256 or sha256_file(artifact)
+    sha = artifact_sha256 or sha256_cached(artifact)
     size = artifact.stat().st_size
     name = conn.name
 
@@ -588,7 +590,7 @@ def deploy_to_host(
             progress(done, total, desc)
 
     status("push 0%")
-    remote_model = f"{ARTIFACT_DIR}/{artifact.name}"
+    remote_model = remote_artifact_path(artifact.name, sha)
     push = conn.put(artifact, remote_model, progress=push_progress, local_sha256=sha)
     fields = {
         "host": name,
@@ -719,10 +721,26 @@ def store_report(store: Store, report: DeployReport) -> list[int]:
     ids = []
     if report.bench is not None:
         ids.append(
-            store.add_result("bench", device, report.host, report.artifact, report.bench.to_dict())
+            store.add_result(
+                "bench",
+                device,
+                report.host,
+                report.artifact,
+                report.bench.to_dict(),
+                artifact_sha256=report.artifact_sha256,
+            )
         )
     for result in report.evals:
-        ids.append(store.add_result("eval", device, report.host, report.artifact, result.to_dict()))
+        ids.append(
+            store.add_result(
+                "eval",
+                device,
+                report.host,
+                report.artifact,
+                result.to_dict(),
+                artifact_sha256=report.artifact_sha256,
+            )
+        )
     return ids
 
 
@@ -755,7 +773,7 @@ def bench_fleet(
     artifact = Path(artifact_path)
     if not artifact.is_file():
         raise ArtifactError(f"artifact not found: {artifact}")
-    sha = sha256_file(artifact)
+    sha = sha256_cached(artifact)
     payload = build_task_payload(tasks, limit) if tasks else None
     options = dict(connect_options or {})
     status = on_status or (lambda host, text: None)

@@ -243,7 +243,8 @@ def speed_table(bench: Sequence[ResultRow]) -> str:
     ok = [r for r in bench if r.payload.get("status", "ok") == "ok"]
     rows = []
     for r in sorted(
-        _latest(ok, lambda r: (r.device, r.host, r.artifact)), key=lambda r: (r.device, r.artifact)
+        _latest(ok, lambda r: (r.device, r.host, r.artifact_key)),
+        key=lambda r: (r.device, r.artifact),
     ):
         p = r.payload
         rows.append(
@@ -281,7 +282,7 @@ def fleet_table(bench: Sequence[ResultRow], evals: Sequence[ResultRow]) -> str:
 
 def tasks_table(evals: Sequence[ResultRow]) -> str:
     ok = [r for r in evals if r.payload.get("status", "ok") == "ok"]
-    latest = _latest(ok, lambda r: (r.device, r.artifact, r.payload.get("task")))
+    latest = _latest(ok, lambda r: (r.device, r.artifact_key, r.payload.get("task")))
     rows = [
         (r.device, r.artifact, r.payload.get("task"), r.payload.get("n"),
          r.payload.get("acc"), r.payload.get("acc_norm"), r.payload.get("items_per_s"))

@@ -88,8 +88,26 @@ def _m002_measured_profiles(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX measured_profiles_device ON measured_profiles (device, id)")
 
 
+def _m003_results_artifact_sha256(db: sqlite3.Connection) -> None:
+    """Results are identified by the artifact's sha256, not its file name (two different files
+    called model.gguf must never share results); older rows get it from their payload."""
+    db.execute("ALTER TABLE results ADD COLUMN artifact_sha256 TEXT NOT NULL DEFAULT ''")
+    for row_id, text in db.execute("SELECT id, payload FROM results").fetchall():
+        try:
+            sha = json.loads(text).get("artifact_sha256") or ""
+        except (ValueError, AttributeError):
+            sha = ""
+        if sha:
+            db.execute("UPDATE results SET artifact_sha256 = ? WHERE id = ?", (str(sha), row_id))
+    db.execute("CREATE INDEX results_artifact_sha256 ON results (artifact_sha256)")
+
+
 # Applied in order; the schema version of a database is the number applied.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_results, _m002_measured_profiles]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _m001_results,
+    _m002_measured_profiles,
+    _m003_results_artifact_sha256,
+]
 
 
 def _now_utc() -> str:
@@ -98,7 +116,11 @@ def _now_utc() -> str:
 
 @dataclass(frozen=True, slots=True)
 class ResultRow:
-    """One stored result. `payload` is the JSON object stored with it (a fresh dict per read)."""
+    """One stored result. `payload` is the JSON object stored with it (a fresh dict per read).
+
+    `artifact` is the file name, for people; `artifact_sha256` is the artifact's identity
+    ("" for results stored without one).
+    """
 
     id: int
     kind: str
@@ -107,13 +129,19 @@ class ResultRow:
     artifact: str
     created_utc: str
     payload: dict[str, Any]
+    artifact_sha256: str = ""
+
+    @property
+    def artifact_key(self) -> str:
+        """What identifies the artifact: its sha256, or its name for rows stored without one."""
+        return self.artifact_sha256 or f"name:{self.artifact}"
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ResultRow:
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
 class Store:
@@ -199,9 +227,18 @@ class Store:
     # -- generic results -------------------------------------------------------------------
 
     def add_result(
-        self, kind: str, device: str, host: str, artifact: str, payload: dict[str, Any]
+        self,
+        kind: str,
+        device: str,
+        host: str,
+        artifact: str,
+        payload: dict[str, Any],
+        artifact_sha256: str | None = None,
     ) -> int:
-        """Store one result and commit at once; returns its id."""
+        """Store one result and commit at once; returns its id.
+
+        `artifact_sha256` identifies the artifact (default: the payload's `artifact_sha256`).
+        """
         if not kind:
             raise RampEdgeError("a result needs a kind")
         try:
@@ -210,18 +247,31 @@ class Store:
             raise RampEdgeError(
                 f"result payload for {kind} is not JSON-serializable: {err}"
             ) from None
+        sha = str(artifact_sha256 or payload.get("artifact_sha256") or "")
         with self._lock, _db_errors(self.path, "store a result"):
             cur = self._db.execute(
-                "INSERT INTO results (kind, device, host, artifact, created_utc, payload) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (kind, device, host, artifact, _now_utc(), text),
+                "INSERT INTO results "
+                "(kind, device, host, artifact, created_utc, payload, artifact_sha256) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (kind, device, host, artifact, _now_utc(), text, sha),
             )
             return int(cur.lastrowid or 0)
 
-    def results(self, kind: str | None = None, device: str | None = None) -> list[ResultRow]:
-        """Stored results, oldest first, optionally filtered by kind and device."""
-        sql = "SELECT id, kind, device, host, artifact, created_utc, payload FROM results"
+    def results(
+        self,
+        kind: str | None = None,
+        device: str | None = None,
+        artifact_sha256: str | None = None,
+    ) -> list[ResultRow]:
+        """Stored results, oldest first, optionally filtered by kind, device and artifact."""
+        sql = (
+            "SELECT id, kind, device, host, artifact, created_utc, payload, artifact_sha256 "
+            "FROM results"
+        )
         where, args = [], []
+        if artifact_sha256 is not None:
+            where.append("artifact_sha256 = ?")
+            args.append(artifact_sha256)
         if kind is not None:
             where.append("kind = ?")
             args.append(kind)
@@ -234,7 +284,8 @@ class Store:
         with self._lock, _db_errors(self.path, "read results"):
             rows = self._db.execute(sql, args).fetchall()
         return [
-            ResultRow(r[0], r[1], r[2], r[3], r[4], r[5], self._load_json(r[6], r[0])) for r in rows
+            ResultRow(r[0], r[1], r[2], r[3], r[4], r[5], self._load_json(r[6], r[0]), r[7])
+            for r in rows
         ]
 
     def _load_json(self, text: str, row_id: int) -> dict[str, Any]:

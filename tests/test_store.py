@@ -7,7 +7,6 @@ import threading
 
 import pytest
 
-from ramp_edge import store as store_mod
 from ramp_edge.device.profiles import MeasuredProfile, TypeSpeed
 from ramp_edge.errors import ArtifactError, RampEdgeError
 from ramp_edge.store import MIGRATIONS, ResultRow, Store
@@ -41,11 +40,11 @@ def test_default_path_is_under_home(home):
 
 def test_fresh_database_is_migrated_and_wal(tmp_path):
     with Store(tmp_path / "r.sqlite") as s:
-        assert s.schema_version == len(MIGRATIONS) == 2
+        assert s.schema_version == len(MIGRATIONS) == 3
         assert s.journal_mode == "wal"
     db = sqlite3.connect(tmp_path / "r.sqlite")
     names = [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY version")]
-    assert names == ["_m001_results", "_m002_measured_profiles"]
+    assert names == ["_m001_results", "_m002_measured_profiles", "_m003_results_artifact_sha256"]
 
 
 def test_results_roundtrip_and_filters(tmp_path):
@@ -109,17 +108,52 @@ def test_threads_share_one_store(tmp_path):
         assert len(s.results()) == 40
 
 
-def test_old_database_is_upgraded(tmp_path, monkeypatch):
+def _old_database(path, version: int, rows: list[tuple[str, str]]) -> None:
+    """A database as ramp-edge with `version` migrations wrote it: rows are (artifact, payload)."""
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE _migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_utc TEXT NOT NULL)"
+    )
+    for number, migration in enumerate(MIGRATIONS[:version], start=1):
+        migration(db)
+        db.execute("INSERT INTO _migrations VALUES (?, ?, 'then')", (number, migration.__name__))
+    for artifact, payload in rows:
+        db.execute(
+            "INSERT INTO results (kind, device, host, artifact, created_utc, payload) "
+            "VALUES ('bench', 'pi5', 'h', ?, 'then', ?)",
+            (artifact, payload),
+        )
+    db.commit()
+    db.close()
+
+
+def test_old_database_is_upgraded(tmp_path):
     path = tmp_path / "r.sqlite"
-    monkeypatch.setattr(store_mod, "MIGRATIONS", MIGRATIONS[:1])
+    _old_database(path, 1, [("a", '{"kept": true}')])
     with Store(path) as s:
-        assert s.schema_version == 1
-        s.add_result("bench", "pi5", "h", "a", {"kept": True})
-    monkeypatch.undo()
-    with Store(path) as s:
-        assert s.schema_version == 2
+        assert s.schema_version == 3
         assert s.results()[0].payload == {"kept": True}
+        assert s.results()[0].artifact_sha256 == ""
         s.save_measured_profile(measured())  # the table migration 2 added
+
+
+def test_migration_3_takes_the_artifact_sha256_from_old_payloads(tmp_path):
+    path = tmp_path / "r.sqlite"
+    _old_database(path, 2, [("m.gguf", '{"artifact_sha256": "aa"}'), ("m.gguf", "{}")])
+    with Store(path) as s:
+        assert [r.artifact_sha256 for r in s.results()] == ["aa", ""]
+        assert [r.id for r in s.results(artifact_sha256="aa")] == [1]
+
+
+def test_two_files_with_one_name_never_share_results(tmp_path):
+    with Store(tmp_path / "r.sqlite") as s:
+        one = s.add_result("bench", "pi5", "h", "model.gguf", {"artifact_sha256": "1" * 64})
+        two = s.add_result("bench", "pi5", "h", "model.gguf", {"artifact_sha256": "2" * 64})
+        assert [r.id for r in s.results(artifact_sha256="1" * 64)] == [one]
+        assert [r.id for r in s.results(artifact_sha256="2" * 64)] == [two]
+        keys = {r.artifact_key for r in s.results()}
+        assert len(keys) == 2
 
 
 def test_newer_database_is_refused(tmp_path):

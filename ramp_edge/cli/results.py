@@ -30,7 +30,7 @@ PAYLOAD_COLUMNS = (
     "acc_norm",
     "error",
 )
-ROW_COLUMNS = ("id", "created_utc", "kind", "device", "host", "artifact")
+ROW_COLUMNS = ("id", "created_utc", "kind", "device", "host", "artifact", "artifact_sha256")
 KINDS = ("bench", "eval")
 
 
@@ -98,6 +98,12 @@ def results(
     _print_table(rows)
 
 
+def _artifact_label(row: Any) -> str:
+    """The file name with the start of its sha256: two files called model.gguf stay apart."""
+    sha = getattr(row, "artifact_sha256", "")
+    return f"{row.artifact} ({sha[:8]})" if sha else row.artifact
+
+
 def _print_table(rows: list[Any]) -> None:
     from rich.table import Table
 
@@ -142,7 +148,7 @@ def _print_table(rows: list[Any]) -> None:
             row.created_utc.replace("T", " ").rstrip("Z"),
             row.device,
             row.host,
-            row.artifact,
+            _artifact_label(row),
             row.kind,
             status if status == "ok" else f"[red]{status}[/]",
             num(p, "pp_tps"),
@@ -198,7 +204,8 @@ def draw(rows: list[Any], out_path: str) -> Any:
     speed: dict[tuple[str, str], dict[str, Any]] = {}
     accuracy: dict[tuple[str, str], dict[str, float]] = {}
     for row in rows:  # oldest first: later rows replace earlier ones
-        key = (row.device, row.artifact)
+        # by content: two different files with one name are two bars
+        key = (row.device, _artifact_label(row))
         if row.kind == "bench":
             speed[key] = row.payload
         elif row.kind == "eval" and row.payload.get("acc") is not None:

@@ -32,7 +32,9 @@ for d in sys.argv[4:]:
             continue
         st = os.stat(p)
         partial = n.endswith(".partial")
-        kept = not partial and (n in keep or now - st.st_mtime < older)
+        # pushed artifacts are "<sha12>-<file name>"; --keep names the file
+        plain = n[13:] if n[12:13] == "-" and all(c in "0123456789abcdef" for c in n[:12]) else n
+        kept = not partial and (n in keep or plain in keep or now - st.st_mtime < older)
         removed = False
         if not kept and not dry:
             try:

@@ -109,3 +109,37 @@ def test_plot_without_results_is_an_error(capsys, home, tmp_path):
     pytest.importorskip("matplotlib")
     code, _, err = run(capsys, "results", "plot", "--out", tmp_path / "x.png")
     assert code == 1 and "no successful results" in err
+
+
+def test_two_files_with_one_name_stay_apart(capsys, home):
+    """Issue 16 class 8: results are matched by the artifact's sha256, not its file name."""
+    from ramp_edge.report import speed_table
+    from ramp_edge.store import Store
+
+    with Store() as store:
+        for sha, tg in (("11" * 32, 11.25), ("22" * 32, 22.75)):
+            bench = BenchResult(
+                host="pi-1",
+                device="raspberry-pi-5-8gb",
+                artifact="model.gguf",
+                artifact_sha256=sha,
+                artifact_bytes=1000,
+                threads=4,
+                n_prompt=512,
+                n_gen=128,
+                reps=5,
+                tg_tps=tg,
+                pp_tps=100.0,
+            )
+            store.add_result("bench", "raspberry-pi-5-8gb", "pi-1", "model.gguf", bench.to_dict())
+        rows = store.results("bench")
+    assert [r.artifact_sha256 for r in rows] == ["11" * 32, "22" * 32]
+    code, out, _ = run(capsys, "results", "--csv")
+    table = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [r["artifact_sha256"][:2] for r in table] == ["11", "22"]
+    from ramp_edge.cli.results import _artifact_label
+
+    assert [_artifact_label(r) for r in rows] == ["model.gguf (11111111)", "model.gguf (22222222)"]
+    # the report's "latest per device, host and artifact" keeps both files
+    html = speed_table(rows)
+    assert "11.25" in html and "22.75" in html

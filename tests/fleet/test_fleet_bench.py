@@ -68,7 +68,8 @@ def test_fleet_bench_on_three_devices_in_parallel(fleet, tmp_path, stories_gguf,
         assert report.bench.tg_tps > 0 and report.bench.pp_tps > 0 and report.bench.reps == 2
         assert report.evals[0].task == "arc_easy" and report.evals[0].n == 2
         assert report.push.sha256 == report.artifact_sha256
-        assert (device.home / ".ramp-edge" / "artifacts" / stories_gguf.name).is_file()
+        pushed = f"{report.artifact_sha256[:12]}-{stories_gguf.name}"
+        assert (device.home / ".ramp-edge" / "artifacts" / pushed).is_file()
     assert max(peak) >= 2, "hosts should overlap"
     assert sorted((r.kind, r.host) for r in rows) == sorted(
         [("bench", d.name) for d in fleet] + [("eval", d.name) for d in fleet]

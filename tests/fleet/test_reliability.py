@@ -523,11 +523,13 @@ def test_7_fleet_clean_removes_old_artifacts_and_partials(fleet, tmp_path, invok
     art.mkdir(parents=True, exist_ok=True)
     (art / "old.gguf").write_bytes(b"x" * 100)
     (art / "keep.gguf").write_bytes(b"y" * 10)
+    (art / "0123456789ab-keep.gguf").write_bytes(b"k" * 10)  # pushed as <sha12>-<name>
+    (art / "0123456789ab-old.gguf").write_bytes(b"o" * 10)
     (art / "half.gguf.partial").write_bytes(b"z" * 10)
     inv = write_inventory(tmp_path / "fleet.yml", [device], key=device.key_path)
     result = invoke(["fleet", "clean", "-i", inv, "--keep", "keep.gguf"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in art.iterdir()) == ["keep.gguf"]
+    assert sorted(p.name for p in art.iterdir()) == ["0123456789ab-keep.gguf", "keep.gguf"]
 
 
 # --------------------------------------------------------------------------- 9. Python 3.8
