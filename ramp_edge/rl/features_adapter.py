@@ -19,13 +19,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ramp_edge import paths
+from ramp_edge.errors import RampEdgeError
 from ramp_edge.features.embed import N_FEATURES, ROLES  # noqa: F401 - N_FEATURES is re-exported for rl.env
+from ramp_edge.fsutil import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +92,10 @@ def tensor_features(
                 cached = dict(zip(z["names"].tolist(), z["values"], strict=True))
             if all(n in cached for n in names):
                 return np.stack([cached[n] for n in names]).astype(np.float32)
-        except (OSError, KeyError, ValueError):
-            logger.warning("feature cache %s unreadable; recomputing", cache)
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            # a truncated or damaged cache (e.g. from a killed run before writes were atomic)
+            # is a miss, not a traceback
+            logger.warning("feature cache %s unreadable (%s); recomputing", cache, err)
     by_name: dict[str, np.ndarray] = {}
     try:
         from ramp_edge.features.embed import compute_features
@@ -109,9 +114,9 @@ def tensor_features(
     values = np.clip(np.nan_to_num(values, nan=0.0, posinf=_CLIP, neginf=-_CLIP), -_CLIP, _CLIP)
     if cache is not None:
         try:
-            with open(cache, "wb") as handle:
+            with atomic_path(cache) as tmp, open(tmp, "wb") as handle:
                 np.savez(handle, names=np.array(names), values=values)
-        except OSError as err:
+        except (OSError, RampEdgeError) as err:
             logger.warning("could not write feature cache %s (%s)", cache, err)
     return values
 
