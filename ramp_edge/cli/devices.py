@@ -3,8 +3,27 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
+
+
+def measured_summary(measured: Any, latency_source: str) -> dict[str, Any] | None:
+    """Which of a profile's numbers are measured, by what and when (None: all published)."""
+    if measured is None:
+        return None
+    numbers = ["RAM", "cores"]
+    if latency_source == "measured" or measured.bandwidth_copy_bytes_per_s:
+        numbers.append("bandwidth")
+    if measured.type_speeds:
+        types = ",".join(s.qtype for s in measured.type_speeds)
+        numbers.append(f"pp/tg speeds ({types})")
+    return {
+        "source": measured.source or f"host {measured.host}",
+        "host": measured.host,
+        "created_utc": measured.created_utc,
+        "numbers": numbers,
+    }
 
 
 @click.command("devices")
@@ -18,7 +37,8 @@ def devices(as_json: bool) -> None:
     """List device profiles with their published and measured values.
 
     Published: the profile's effective decode bandwidth and a reference generation speed with
-    its source. Measured: the latest `ramp-edge profile` run stored for the device, if any.
+    its source. Measured: the latest `ramp-edge profile` run stored for the device, if any; the
+    last column says which numbers it measured, how (agent over SSH or local) and when.
 
     \b
     Example:
@@ -45,8 +65,9 @@ def devices(as_json: bool) -> None:
                         "id": static.id,
                         "profile": merged.to_dict(),
                         "latency_model": lm.to_dict(),
+                        "measured": measured_summary(measured, lm.source),
                     }
-                    for static, _, merged, lm in rows
+                    for static, measured, merged, lm in rows
                 ],
                 indent=2,
             )
@@ -57,7 +78,14 @@ def devices(as_json: bool) -> None:
 
     table = Table(title="Device profiles (published -> measured); aliases in --json")
     table.add_column("device", no_wrap=True)
-    for col in ("hardware", "RAM GiB", "decode GB/s", "reference tg", "measured tg"):
+    for col in (
+        "hardware",
+        "RAM GiB",
+        "decode GB/s",
+        "reference tg",
+        "measured tg",
+        "measured: what, by, when (UTC)",
+    ):
         table.add_column(col, overflow="fold")
     for static, measured, merged, lm in rows:
         name = static.id
@@ -79,5 +107,12 @@ def devices(as_json: bool) -> None:
             meas = f"host only {measured.created_utc[:10]}"
         else:
             meas = "-"
-        table.add_row(name, hw, ram, bw, ref_text, meas)
+        summary = measured_summary(measured, lm.source)
+        by = (
+            "- (published)"
+            if summary is None
+            else f"{', '.join(summary['numbers'])}; {summary['source']}; "
+            f"{summary['created_utc'].replace('T', ' ').rstrip('Z')}"
+        )
+        table.add_row(name, hw, ram, bw, ref_text, meas, by)
     out_console.print(table)
