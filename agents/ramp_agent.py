@@ -168,6 +168,10 @@ class LlamaLog:
         self.lines: collections.deque = collections.deque(maxlen=200)
         self._partial = ""
         self.verbose = verbose
+        # llama.cpp's load_tensors line "offloaded N/M layers to GPU" (llama-model.cpp): what
+        # --n-gpu-layers really did; kept apart so a long log cannot push it out of the tail
+        self.offload_line = ""
+        self.layer_devices = {}  # "layer 3 assigned to device CUDA0" lines (any build)
 
         def callback(level, text, user_data):
             try:
@@ -179,6 +183,10 @@ class LlamaLog:
                 line, self._partial = self._partial.split("\n", 1)
                 if line.strip():
                     self.lines.append(line)
+                    if "layers to GPU" in line:
+                        self.offload_line = line
+                    elif "assigned to device" in line:
+                        self._layer_line(line)
                     if self.verbose:
                         sys.stderr.write(line + "\n")
 
@@ -187,6 +195,25 @@ class LlamaLog:
 
     def tail(self, n: int = 20) -> list:
         return list(self.lines)[-n:]
+
+    def offloaded_layers(self):
+        """(offloaded, total) layers from llama.cpp's load log, or None if it did not say."""
+        import re
+
+        match = re.search(r"offloaded (\d+)/(\d+) layers to GPU", self.offload_line)
+        if match:
+            return int(match.group(1)), int(match.group(2))
+        if self.layer_devices:  # repeating layers only (a CPU-only build prints no total)
+            devices = list(self.layer_devices.values())
+            return sum(1 for d in devices if not d.upper().startswith("CPU")), len(devices)
+        return None
+
+    def _layer_line(self, line: str) -> None:
+        import re
+
+        match = re.search(r"layer\s+(\d+) assigned to device ([^,\s]+)", line)
+        if match:
+            self.layer_devices[int(match.group(1))] = match.group(2)
 
     def mentions_oom(self) -> bool:
         text = "\n".join(self.lines).lower()
@@ -723,6 +750,8 @@ def cmd_bench(args: argparse.Namespace) -> dict:
         "n_gpu_layers": args.n_gpu_layers,
         "extra_bufts": not args.no_extra_bufts,
         "gpu_offload": bool(getattr(lib, "llama_supports_gpu_offload", lambda: False)()),
+        # as llama.cpp reported loading the model: [offloaded, total] layers, or None
+        "layers_offloaded": list(llog.offloaded_layers() or []) or None,
         "n_batch": args.n_batch,
         "n_ubatch": args.n_ubatch,
         "reps": args.reps,

@@ -61,6 +61,8 @@ class BenchResult:
     measured_at: str = field(default_factory=utc_now)
     n_gpu_layers: int | None = None  # layers llama.cpp offloaded (-1: all); 0 on CPU
     signal: int | None = None  # the signal a native crash died from (11: SIGSEGV)
+    # (offloaded, total) layers as llama.cpp reported loading the model; None: not reported
+    layers_offloaded: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -102,6 +104,7 @@ class BenchResult:
             "measured_at": self.measured_at,
             "n_gpu_layers": self.n_gpu_layers,
             "signal": self.signal,
+            "layers_offloaded": list(self.layers_offloaded) if self.layers_offloaded else None,
         }
 
     @classmethod
@@ -109,6 +112,7 @@ class BenchResult:
         values = {name: data.get(name) for name in cls.__dataclass_fields__ if name in data}
         values["pp_samples_tps"] = _floats(data.get("pp_samples_tps"))
         values["tg_samples_tps"] = _floats(data.get("tg_samples_tps"))
+        values["layers_offloaded"] = _layer_pair(data.get("layers_offloaded"))
         return cls(**values)
 
     @classmethod
@@ -151,6 +155,7 @@ class BenchResult:
             n_gpu_layers=(
                 int(data["n_gpu_layers"]) if data.get("n_gpu_layers") is not None else None
             ),
+            layers_offloaded=_layer_pair(data.get("layers_offloaded")),
         )
 
     @classmethod
@@ -258,3 +263,10 @@ class EvalResult:
             items_per_s=task_data.get("items_per_s"),
             n_gpu_layers=n_gpu_layers,
         )
+
+
+def _layer_pair(value: Any) -> tuple[int, int] | None:
+    """[offloaded, total] from the agent or a stored payload -> a tuple, or None."""
+    if not value or len(value) != 2:
+        return None
+    return int(value[0]), int(value[1])
