@@ -1191,6 +1191,18 @@ def main(argv: list | None = None) -> int:
             if final is not None:
                 emit({k: v for k, v in final.items() if k != "ramp_agent"})
                 return code if code >= 0 else EXIT_CRASHED
+            if code < 0 and -code == getattr(__import__("signal"), "SIGKILL", 9):
+                # SIGKILL is not a native fault: on a device it is the kernel's (or cgroup's)
+                # out-of-memory killer, as it was before bench ran in a worker
+                raise AgentError(
+                    "killed",
+                    "{} was killed by SIGKILL, most likely the out-of-memory killer; "
+                    "last log: {}".format(command, " | ".join(tail[-3:]) or "none"),
+                    EXIT_OOM,
+                    signal=-code,
+                    signal_name=_signal_name(-code),
+                    stderr_tail=tail,
+                )
             if code < 0:
                 raise AgentError(
                     "crashed",
