@@ -52,8 +52,8 @@ class PositiveFinite(click.ParamType):
 @click.option(
     "--policy",
     type=click.Path(exists=True, dir_okay=False),
-    help="SAC policy .zip (method sac; default: the shipped policy, trained on SmolLM2 and "
-    "Gemma-3). Method sac measures nothing on MODEL: weight and activation statistics only "
+    help="SAC policy .zip (method sac; default: the shipped policy, a knapsack clone trained on "
+    "SmolLM2-135M). Method sac measures nothing on MODEL: weight and activation statistics only "
     "(--json notes: target_measurements 0, features_seconds, policy_seconds, repair_changed).",
 )
 @click.option(

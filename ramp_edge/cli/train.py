@@ -95,18 +95,25 @@ def train(
     """Train a Soft Actor-Critic policy that assigns a quant type to every tensor.
 
     Each episode walks one model's quantizable tensors at a budget drawn from
-    --budget; the reward is the measured per-tensor error (the sensitivity table,
-    cached per model) with an asymmetric budget penalty and a cliff past the budget.
-    Training starts from the knapsack's allocations (behaviour cloning, then SAC
-    fine-tuning); the best policy of the periodic evaluations is saved.
-    The policy generalises to other models: apply it with
-    `ramp-edge allocate MODEL --method sac --policy policy.zip`.
+    --budget. Reward: --reward kld is the paper's (measured mean KLD of the whole
+    assembled model on WikiText-2 validation, in units of the ~uniform Q4_0 file's,
+    plus an asymmetric budget penalty and a cliff past the budget; seconds per
+    episode); --reward surrogate uses the summed per-tensor table errors instead
+    (fast, but its optimum is the knapsack's). Training starts from the knapsack's
+    allocations (behaviour cloning, critic warm-up, then SAC); the best policy of
+    the periodic evaluations is saved; with the surrogate that has always been the
+    cloned start (step 0): SAC has not improved on it. The zero-shot quality on a
+    family it never saw is not measured yet (scripts/bench_transfer.py).
+    Apply with `ramp-edge allocate MODEL --method sac --policy policy.zip`
+    (measures nothing on MODEL).
     Needs the rl extra: pip install 'ramp-edge[rl]'.
 
     \b
     Example:
       ramp-edge train --model smollm2-135m --budget 4.6bpw --steps 20000 --out policy.zip
       ramp-edge train --model smollm2-135m --out policy.zip --resume policy.ckpt.zip
+      ramp-edge train --model smollm2-135m --model gemma3-270m --out policy.zip
+      ramp-edge train --model smollm2-135m --budget 4.6bpw --reward kld --steps 400 --out k.zip
     """
     from ramp_edge.errors import ConfigError, require
 
