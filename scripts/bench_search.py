@@ -111,11 +111,32 @@ def measure_anchors(model_ref, source, model_path, imatrix, known: list[dict]) -
     return out
 
 
+SIZE_CLASS = 1.05  # anchors up to 5% larger than ours are "the same size" (bench/allocation)
+
+
 def best_anchor(anchors: list[dict], size: int, source_bytes: int) -> dict | None:
-    """Lowest-KLD anchor of equal or larger size (anchors at the source size or above excluded:
-    they are the source written back)."""
-    fair = [a for a in anchors if size <= a["bytes"] < source_bytes and a["kld"] > 0]
-    return min(fair, key=lambda a: a["kld"]) if fair else None
+    """The anchor to beat: the lowest-KLD anchor of equal or larger size within the size class
+    (up to 5% larger), else the nearest larger one. Anchors at or above the source's size are
+    excluded: there a preset of the source's type is the source written back (KLD 0)."""
+    larger = [a for a in anchors if size <= a["bytes"] < source_bytes and a["kld"] > 0]
+    if not larger:
+        return None
+    same_class = [a for a in larger if a["bytes"] <= size * SIZE_CLASS]
+    if same_class:
+        return min(same_class, key=lambda a: a["kld"])
+    nearest = min(a["bytes"] for a in larger)
+    return min((a for a in larger if a["bytes"] == nearest), key=lambda a: a["kld"])
+
+
+def refresh_anchors(doc: dict) -> None:
+    """Recompute every row's best anchor (rows and anchors may come from separate runs)."""
+    for r in doc.get("rows", []):
+        source_bytes = doc.get("source_bytes", {}).get(r["model"], 1 << 62)
+        a = best_anchor(doc["anchors"].get(r["model"], []), r["bytes"], source_bytes)
+        r["best_anchor"] = a["method"] if a else None
+        r["best_anchor_bytes"] = a["bytes"] if a else None
+        r["best_anchor_kld"] = a["kld"] if a else None
+        r["kld_vs_anchor"] = round(r["kld"] / a["kld"] - 1, 4) if a else None
 
 
 def main() -> None:
@@ -162,6 +183,8 @@ def main() -> None:
     if not args.report_only:
         for model_ref in args.model or ["smollm2-135m"]:
             run_model(model_ref, args, doc, path)
+    refresh_anchors(doc)
+    save(doc, path)
     write_report(doc, out)
 
 
@@ -250,8 +273,9 @@ def write_report(doc: dict, out: Path) -> None:
         "Reference = the dequantized source. Both methods use the "
         "importance matrix from `ramp-edge features --imatrix` (WikiText-2 validation). The best "
         "anchor is the lowest-KLD llama.cpp preset or uniform type, with or without that imatrix, "
-        "whose file is **at least as large** as ours and **smaller than the source file** (at the "
-        "source's size a preset is the source written back, KLD 0). `kept` counts weight tensors "
+        "whose file is **at least as large** as ours and at most 5% larger (the size class), else "
+        "the nearest larger one, and **smaller than the source file** (at the source's size a "
+        "preset is the source written back, KLD 0). `kept` counts weight tensors "
         "left at the source's own type (copied bytes, no requantization error).",
         "",
     ]
