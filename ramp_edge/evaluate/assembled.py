@@ -38,7 +38,7 @@ from ramp_edge.evaluate.perplexity import (
     load_text,
     reference_distribution,
 )
-from ramp_edge.fsutil import sha256_file
+from ramp_edge.fsutil import sha256_cached
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +288,6 @@ def _source_sha(source: Any) -> str:
     """sha256 of the source file, computed once per opened source."""
     cached = source.__dict__.get("_ramp_sha256")
     if cached is None:
-        cached = sha256_file(source.path)
+        cached = sha256_cached(source.path)
         source.__dict__["_ramp_sha256"] = cached
     return cached
