@@ -295,7 +295,7 @@ def _policies_section(out: Path) -> list[str]:
 
     from ramp_edge import paths
 
-    found = [("sac", paths.data_dir() / "policies" / "default-smollm2.zip")]
+    found = [("sac", paths.data_dir() / "policies" / "default.zip")]
     found += [
         (f"sac[{p.stem.removeprefix('sac-')}]", p)
         for p in sorted((out / "policies").glob("*.zip"))
