@@ -116,7 +116,8 @@ SIZE_CLASS = 1.05  # anchors up to 5% larger than ours are "the same size" (benc
 
 def best_anchor(anchors: list[dict], size: int, source_bytes: int) -> dict | None:
     """The anchor to beat: the lowest-KLD anchor of equal or larger size within the size class
-    (up to 5% larger; where no anchor is that close, up to 5% above the nearest larger one). Anchors at or above the source's size are
+    (up to 5% larger; where no anchor is that close, up to 5% above the nearest larger one).
+    Anchors at or above the source's size are
     excluded: there a preset of the source's type is the source written back (KLD 0)."""
     larger = [a for a in anchors if size <= a["bytes"] < source_bytes and a["kld"] > 0]
     if not larger:
@@ -272,7 +273,8 @@ def write_report(doc: dict, out: Path) -> None:
         "importance matrix from `ramp-edge features --imatrix` (WikiText-2 validation). The best "
         "anchor is the lowest-KLD llama.cpp preset or uniform type, with or without that imatrix, "
         "whose file is **at least as large** as ours and at most 5% larger (the size class; where "
-        "no anchor is that close, up to 5% above the nearest larger one), and **smaller than the source file** (at the source's size a "
+        "no anchor is that close, up to 5% above the nearest larger one), and **smaller than "
+        "the source file** (at the source's size a "
         "preset is the source written back, KLD 0). `kept` counts weight tensors "
         "left at the source's own type (copied bytes, no requantization error).",
         "",

@@ -130,6 +130,39 @@ def run_model(model_ref: str, n: int, chunks: int, seed: int) -> dict:
     }
 
 
+def summarise(model_ref: str, source_bpw: float, chunks: int, rows: list[dict]) -> dict:
+    bands = []
+    for a, b in BANDS:
+        sel = [r for r in rows if a <= r["bpw"] < b]
+        bands.append(
+            {
+                "band": f"{a:g}-{b:g} bpw" if b < 99 else f">= {a:g} bpw",
+                "n": len(sel),
+                "spearman": spearman([r["surrogate"] for r in sel], [r["kld"] for r in sel]),
+            }
+        )
+    return {
+        "model": model_ref,
+        "source_bpw": round(source_bpw, 3),
+        "tokens": f"wikitext2-test {chunks}x512",
+        "overall_spearman": spearman([r["surrogate"] for r in rows], [r["kld"] for r in rows]),
+        "bands": bands,
+        "rows": rows,
+    }
+
+
+def from_log(log: Path, model_ref: str, chunks: int) -> dict:
+    rows = []
+    for line in log.read_text().splitlines():
+        if line.startswith("{") and f'"model": "{model_ref}"' in line:
+            r = json.loads(line)
+            rows.append({k: r[k] for k in ("bpw", "noise_sigma", "surrogate", "kld", "seconds")})
+    model = resolve(model_ref)
+    source = open_source(model)
+    source_bpw = Path(model.path).stat().st_size * 8 / source.info.n_params
+    return summarise(model_ref, source_bpw, chunks, rows)
+
+
 def write_report(doc: dict, out: Path) -> None:
     lines = [
         "# Surrogate fidelity: does the knapsack's objective rank allocations like the model does?",
@@ -167,6 +200,10 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench")
+    ap.add_argument(
+        "--from-log",
+        help="Summarise the per-allocation JSON lines a (possibly interrupted) run printed.",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     path = out / "surrogate.json"
@@ -176,7 +213,10 @@ def main() -> None:
         else schema.wrap("ramp-edge/bench", {"benchmark": "surrogate", "models": []})
     )
     for model_ref in args.model or ["smollm2-135m"]:
-        result = run_model(model_ref, args.n, args.chunks, args.seed)
+        if args.from_log:
+            result = from_log(Path(args.from_log), model_ref, args.chunks)
+        else:
+            result = run_model(model_ref, args.n, args.chunks, args.seed)
         doc["models"] = [m for m in doc["models"] if m["model"] != model_ref] + [result]
         tmp = path.with_suffix(".json.partial")
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
