@@ -478,7 +478,7 @@ def resolve_gpu_layers(
         gpu = bool(dict(probe.get("llama_cpp") or {}).get("supports_gpu_offload"))
         return n, ("as requested" if gpu or n == 0 else "as requested, but a CPU-only build")
     from ramp_edge.device.budget import auto_gpu_layers
-    from ramp_edge.device.profiling import read_gguf_tensors
+    from ramp_edge.source.gguf_header import read_gguf_tensors
 
     tensors = read_gguf_tensors(artifact)
     blocks = {t.name.split(".")[1] for t in tensors if t.name.startswith("blk.")}

@@ -36,24 +36,19 @@ from ramp_edge import paths
 from ramp_edge.device.budget import (
     DEFAULT_DECODE_EFFICIENCY,
     LatencyModel,
+    bytes_read_per_token,
     fit_type_bandwidths,
     speed_factors,
 )
+from ramp_edge.device.host import host_facts, measure_copy_bandwidth, physical_cores
+from ramp_edge.device.probe_models import quantize_pure, require_llama
 from ramp_edge.device.profiles import load_profile
-from ramp_edge.device.profiling import (
-    _require_llama,
-    bytes_read_per_token,
-    host_facts,
-    measure_copy_bandwidth,
-    physical_cores,
-    quantize_pure,
-    read_gguf_tensors,
-)
 from ramp_edge.errors import ArtifactError, ConfigError, RampEdgeError
 from ramp_edge.fsutil import atomic_write_json, atomic_write_text
 from ramp_edge.models import resolve
 from ramp_edge.quant.llamacpp import llama_quantize
 from ramp_edge.schema import wrap
+from ramp_edge.source.gguf_header import read_gguf_tensors
 
 logger = logging.getLogger("bench_budget")
 
@@ -80,7 +75,7 @@ class LlamaSpeed:
 
 @contextlib.contextmanager
 def _load(path: Path, n_ctx: int, n_batch: int, n_threads: int) -> Iterator[object]:
-    llama_cpp = _require_llama()
+    llama_cpp = require_llama()
     try:
         llm = llama_cpp.Llama(
             model_path=str(path),
@@ -113,7 +108,7 @@ def measure_llama_speed(
     from an empty cache (llama-bench's pp512/tg128, shorter). A warm-up pass first faults the
     memory-mapped weights in.
     """
-    llama_cpp = _require_llama()
+    llama_cpp = require_llama()
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"model file not found: {path}")

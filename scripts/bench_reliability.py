@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 TESTS = (
     "tests/fleet/test_reliability.py",
     "tests/fleet/test_deploy_preflight.py",
-    "tests/test_profiling.py::test_gguf_reader_turns_garbage_lengths_into_artifact_errors",
-    "tests/test_profiling.py::test_resolve_gpu_layers_on_a_garbage_gguf_is_exit_5",
+    "tests/source/test_gguf_header.py::test_gguf_reader_turns_garbage_lengths_into_artifact_errors",
+    "tests/source/test_gguf_header.py::test_resolve_gpu_layers_on_a_garbage_gguf_is_exit_5",
     "tests/rl/test_features_cache.py",
     "tests/test_store.py",
     "tests/cli/test_results.py::test_two_files_with_one_name_stay_apart",

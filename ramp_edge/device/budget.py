@@ -26,14 +26,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ramp_edge.device.profiles import DeviceProfile
 from ramp_edge.errors import BudgetError, ConfigError
 from ramp_edge.models import ModelInfo
 from ramp_edge.quant.catalogue import CATALOGUE, legal_types
+
+if TYPE_CHECKING:
+    from ramp_edge.source.gguf_header import GGUFTensorInfo
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +264,23 @@ def predict_tps(
     if total <= 0 or any(v < 0 for v in type_mix.values()):
         raise ConfigError("type_mix needs non-negative shares that sum to more than 0")
     return lm.tokens_per_s({t: file_bytes * v / total for t, v in type_mix.items()})
+
+
+def bytes_read_per_token(tensors: Sequence[GGUFTensorInfo]) -> dict[str, int]:
+    """Weight-matrix bytes one decoded token reads, per ggml type.
+
+    Every 2-D+ tensor is read once per token by its matmul, except `token_embd` when the model
+    has a separate `output.weight`: then the embedding is a row lookup (ggml_get_rows) that
+    reads one row. 1-D tensors (norms) are negligible and left out.
+    """
+    names = {t.name for t in tensors}
+    untied = "output.weight" in names
+    out: dict[str, int] = {}
+    for t in tensors:
+        if len(t.shape) < 2 or (untied and t.name == "token_embd.weight"):
+            continue
+        out[t.ggml_type] = out.get(t.ggml_type, 0) + t.n_bytes
+    return dict(sorted(out.items()))
 
 
 # ---------------------------------------------------------------------------------------------

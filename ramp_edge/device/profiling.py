@@ -2,29 +2,24 @@
 
 One path for every host (`profile_host`): the agent (agents/ramp_agent.py) probes RAM, cgroup
 cap, CPU and ISA flags, Python and llama.cpp versions, backends and loadable ggml types, GPU or
-unified memory, free disk and thermal state; measures copy bandwidth; and times probe models
-(made here by `probe_models`, pushed once) with its llama-bench-style `bench`: pp = n_prompt
-tokens in one batch, tg = n_gen single-token decodes, mean over repetitions. This module also
-keeps the host-side helpers the budget needs: GGUF tensor tables and bytes read per token.
+unified memory, free disk and thermal state; measures copy bandwidth; and times the probe models
+(`probe_models`, made here and pushed once) with its llama-bench-style `bench`: pp = n_prompt
+tokens in one batch, tg = n_gen single-token decodes, mean over repetitions. Facts about the
+machine this runs on, read without the agent, are in `host`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import datetime as _dt
 import logging
-import os
-import platform
-import struct
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ramp_edge import __version__
+from ramp_edge.device.budget import bytes_read_per_token
+from ramp_edge.device.host import parse_cpu_features
+from ramp_edge.device.probe_models import DEFAULT_TYPES, ProgressFn, no_progress, probe_models
 from ramp_edge.device.profiles import (
     LOCALHOST,
     DeviceProfile,
@@ -32,8 +27,8 @@ from ramp_edge.device.profiles import (
     TypeSpeed,
     normalize_arch,
 )
-from ramp_edge.errors import ArtifactError, ConfigError, DependencyError, RampEdgeError
-from ramp_edge.quant.catalogue import BY_ID, CATALOGUE
+from ramp_edge.errors import DependencyError, RampEdgeError
+from ramp_edge.source.gguf_header import read_gguf_tensors
 
 if TYPE_CHECKING:
     from ramp_edge.fleet.transport import Transport
@@ -42,19 +37,9 @@ logger = logging.getLogger(__name__)
 
 # Bump when what the probe measures or how changes; stored with every measurement.
 PROBE_VERSION = 1
-AGENT_VERSION = f"{__version__}+probe.{PROBE_VERSION}"
 
-# Types measured by default: the 32-block types, which fit every tensor of SmolLM2-135M (rows
-# of 576) and are the ones llama.cpp repacks on CPU (Q4_0, Q8_0) or not (Q4_1, Q5_0).
-DEFAULT_TYPES: tuple[str, ...] = ("Q8_0", "Q5_0", "Q4_1", "Q4_0")
 # A stored measurement younger than this (with llama.cpp speeds) spares `deploy --host` a profile.
 FRESH_DAYS = 7.0
-
-ProgressFn = Callable[[float, float, str], None]
-
-
-def _no_progress(done: float, total: float, desc: str = "") -> None:
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,409 +59,12 @@ FAST_OPTIONS = ProbeOptions(
 )
 
 
-# ---------------------------------------------------------------------------------------------
-# Host facts
-
-# /proc/cpuinfo flag -> ramp-edge feature name (the names llama.cpp's system info uses, lower case)
-_X86_FLAGS = {
-    "sse3": "sse3",
-    "pni": "sse3",
-    "ssse3": "ssse3",
-    "avx": "avx",
-    "avx2": "avx2",
-    "fma": "fma",
-    "f16c": "f16c",
-    "avx_vnni": "avx_vnni",
-    "avx512f": "avx512",
-    "avx512bw": "avx512bw",
-    "avx512_vnni": "avx512_vnni",
-    "avx512_vbmi": "avx512_vbmi",
-    "avx512_bf16": "avx512_bf16",
-    "amx_tile": "amx",
-    "amx_int8": "amx_int8",
-    "bmi2": "bmi2",
-}
-_ARM_FLAGS = {
-    "asimd": "neon",
-    "neon": "neon",
-    "asimddp": "dotprod",
-    "i8mm": "i8mm",
-    "sve": "sve",
-    "sve2": "sve2",
-    "asimdhp": "fp16",
-    "fphp": "fp16",
-    "bf16": "bf16",
-    "aes": "crypto",
-    "crc32": "crc32",
-    "sme": "sme",
-}
-# macOS sysctl hw.optional.* -> feature name
-_DARWIN_FLAGS = {
-    "hw.optional.neon": "neon",
-    "hw.optional.arm.FEAT_DotProd": "dotprod",
-    "hw.optional.arm.FEAT_I8MM": "i8mm",
-    "hw.optional.arm.FEAT_FP16": "fp16",
-    "hw.optional.arm.FEAT_BF16": "bf16",
-    "hw.optional.arm.FEAT_SME": "sme",
-}
-
-
-def parse_cpu_features(cpuinfo: str) -> tuple[str, ...]:
-    """Normalized features from /proc/cpuinfo text (x86 `flags`, ARM `Features`)."""
-    raw: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            raw.update(value.split())
-    found = {_X86_FLAGS[f] for f in raw if f in _X86_FLAGS}
-    found |= {_ARM_FLAGS[f] for f in raw if f in _ARM_FLAGS}
-    return tuple(sorted(found))
-
-
-def _darwin_sysctl(name: str) -> str:
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["sysctl", "-n", name], capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.stdout.strip()
-
-
-def cpu_features() -> tuple[str, ...]:
-    """This host's CPU features (neon, dotprod, i8mm, avx2, avx512, ...)."""
-    if platform.system() == "Darwin":
-        return tuple(
-            sorted(feat for key, feat in _DARWIN_FLAGS.items() if _darwin_sysctl(key) == "1")
-        )
-    try:
-        return parse_cpu_features(
-            Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        )
-    except OSError:
-        return ()
-
-
-def cpu_model() -> str:
-    """A human-readable CPU name."""
-    if platform.system() == "Darwin":
-        return _darwin_sysctl("machdep.cpu.brand_string") or platform.processor()
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return platform.processor()
-    for key in ("model name", "Model", "Hardware", "cpu model"):
-        for line in text.splitlines():
-            name, _, value = line.partition(":")
-            if name.strip() == key and value.strip():
-                return value.strip()
-    return platform.processor() or platform.machine()
-
-
-def physical_cores() -> int:
-    """Physical cores usable by this process (llama.cpp's default thread count)."""
-    import psutil
-
-    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    physical = psutil.cpu_count(logical=False) or logical or 1
-    return max(1, min(physical, logical or physical))
-
-
-def llama_system_info() -> str:
-    """llama.cpp's build features line ("CPU : AVX2 = 1 | ..."), or "" without it."""
-    try:
-        import llama_cpp
-    except ImportError:
-        return ""
-    info = llama_cpp.llama_print_system_info()
-    return (info.decode() if isinstance(info, bytes) else str(info)).strip()
-
-
-def llama_cpp_version() -> str:
-    try:
-        import llama_cpp
-    except ImportError:
-        return ""
-    return str(getattr(llama_cpp, "__version__", ""))
-
-
-def host_facts() -> dict[str, object]:
-    """Cheap facts about this host: no benchmarks, returns in milliseconds."""
-    import psutil
-
-    vm = psutil.virtual_memory()
-    return {
-        "host": platform.node(),
-        "arch": normalize_arch(platform.machine()),
-        "cpu": cpu_model(),
-        "cores": physical_cores(),
-        "logical_cpus": psutil.cpu_count(logical=True) or os.cpu_count() or 1,
-        "cpu_features": cpu_features(),
-        "ram_total_bytes": int(vm.total),
-        "ram_available_bytes": int(vm.available),
-    }
-
-
-def measure_copy_bandwidth(
-    size_bytes: int = DEFAULT_OPTIONS.bandwidth_bytes,
-    repeats: int = DEFAULT_OPTIONS.bandwidth_repeats,
-    threads: int | None = None,
-) -> float:
-    """Memory bandwidth in bytes/s from a threaded numpy copy (best of `repeats`).
-
-    Counts read + write bytes, as STREAM's copy does. The buffer is capped at 1/8 of available
-    RAM so the probe is safe on a 4 GB board. numpy releases the GIL while copying, so the
-    threads run in parallel, like llama.cpp's decode threads.
-    """
-    import numpy as np
-    import psutil
-
-    size = int(min(size_bytes, psutil.virtual_memory().available // 8))
-    threads = threads or physical_cores()
-    size -= size % (threads * 64)
-    if size <= 0:
-        raise RampEdgeError("not enough free memory to measure bandwidth")
-    src = np.ones(size, dtype=np.uint8)
-    dst = np.zeros_like(src)
-    step = size // threads
-
-    def work(i: int) -> None:
-        np.copyto(dst[i * step : (i + 1) * step], src[i * step : (i + 1) * step])
-
-    best = 0.0
-    for _ in range(max(1, repeats)):
-        workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-        start = time.perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        elapsed = time.perf_counter() - start
-        best = max(best, 2 * size / elapsed)
-    return best
-
-
-# ---------------------------------------------------------------------------------------------
-# GGUF tensor table without gguf-py
-
-
-@dataclass(frozen=True, slots=True)
-class GGUFTensorInfo:
-    name: str
-    shape: tuple[int, ...]  # ggml order
-    ggml_type: str
-    n_bytes: int
-
-
-_SCALAR = {
-    0: "<B",
-    1: "<b",
-    2: "<H",
-    3: "<h",
-    4: "<I",
-    5: "<i",
-    6: "<f",
-    7: "<?",
-    10: "<Q",
-    11: "<q",
-    12: "<d",
-}
-
-
-def read_gguf_tensors(path: str | os.PathLike[str]) -> list[GGUFTensorInfo]:
-    """The tensor table of a GGUF file (names, shapes, types, byte sizes).
-
-    Parses the header per the GGUF spec (ggml/docs/gguf.md), skipping metadata values.
-    """
-    path = Path(path)
-    try:
-        handle = open(path, "rb")
-    except OSError as err:
-        raise ArtifactError(f"cannot read {path}: {err.strerror}") from None
-    with handle:
-        try:
-            return _parse_gguf_tensors(path, handle)
-        except (OSError, ValueError, OverflowError, MemoryError, RecursionError) as err:
-            # a garbage length or offset: seek/read refuse it before our own bounds checks could
-            raise ArtifactError(f"{path} is not a readable GGUF file ({err})") from None
-
-
-def _parse_gguf_tensors(path: Path, handle: Any) -> list[GGUFTensorInfo]:
-    file_bytes = os.fstat(handle.fileno()).st_size
-
-    def skip(n: int) -> None:
-        if n < 0 or handle.tell() + n > file_bytes:
-            raise ArtifactError(f"{path} is truncated inside its GGUF header")
-        handle.seek(n, os.SEEK_CUR)
-
-    def read(fmt: str) -> int | float:
-        size = struct.calcsize(fmt)
-        data = handle.read(size)
-        if len(data) != size:
-            raise ArtifactError(f"{path} is truncated inside its GGUF header")
-        return struct.unpack(fmt, data)[0]
-
-    def skip_string() -> None:
-        skip(int(read("<Q")))
-
-    def read_string() -> str:
-        n = int(read("<Q"))
-        if handle.tell() + n > file_bytes:
-            raise ArtifactError(f"{path} is truncated inside its GGUF header")
-        return handle.read(n).decode("utf-8", errors="replace")
-
-    def skip_value(vtype: int) -> None:
-        if vtype in _SCALAR:
-            skip(struct.calcsize(_SCALAR[vtype]))
-        elif vtype == 8:
-            skip_string()
-        elif vtype == 9:
-            item_type, count = int(read("<I")), int(read("<Q"))
-            if item_type in _SCALAR:
-                skip(count * struct.calcsize(_SCALAR[item_type]))
-            elif count > file_bytes:  # every item takes at least one byte
-                raise ArtifactError(f"{path} is truncated inside its GGUF header")
-            else:
-                for _ in range(count):
-                    skip_value(item_type)
-        else:
-            raise ArtifactError(f"{path}: unknown GGUF metadata type {vtype}")
-
-    if handle.read(4) != b"GGUF":
-        raise ArtifactError(f"{path} is not a GGUF file (bad magic)")
-    version = int(read("<I"))
-    if version < 2:
-        raise ArtifactError(f"{path}: GGUF version {version} is too old")
-    n_tensors, n_kv = int(read("<Q")), int(read("<Q"))
-    if n_tensors > file_bytes or n_kv > file_bytes:  # each entry takes many bytes
-        raise ArtifactError(
-            f"{path}: implausible GGUF header ({n_tensors} tensors, {n_kv} metadata keys "
-            f"in {file_bytes} bytes)"
-        )
-    for _ in range(n_kv):
-        skip_string()
-        skip_value(int(read("<I")))
-    tensors = []
-    for _ in range(n_tensors):
-        name = read_string()
-        n_dims = int(read("<I"))
-        shape = tuple(int(read("<Q")) for _ in range(n_dims))
-        type_id = int(read("<I"))
-        read("<Q")  # data offset
-        qtype = BY_ID.get(type_id)
-        if qtype is None:
-            raise ArtifactError(f"{path}: tensor {name} has unsupported ggml type {type_id}")
-        tensors.append(GGUFTensorInfo(name, shape, qtype.name, qtype.tensor_bytes(shape)))
-    return tensors
-
-
-def bytes_read_per_token(tensors: Sequence[GGUFTensorInfo]) -> dict[str, int]:
-    """Weight-matrix bytes one decoded token reads, per ggml type.
-
-    Every 2-D+ tensor is read once per token by its matmul, except `token_embd` when the model
-    has a separate `output.weight`: then the embedding is a row lookup (ggml_get_rows) that
-    reads one row. 1-D tensors (norms) are negligible and left out.
-    """
-    names = {t.name for t in tensors}
-    untied = "output.weight" in names
-    out: dict[str, int] = {}
-    for t in tensors:
-        if len(t.shape) < 2 or (untied and t.name == "token_embd.weight"):
-            continue
-        out[t.ggml_type] = out.get(t.ggml_type, 0) + t.n_bytes
-    return dict(sorted(out.items()))
-
-
-# ---------------------------------------------------------------------------------------------
-# llama.cpp speed
-
-
-def _require_llama():  # type: ignore[no-untyped-def]
-    try:
-        import llama_cpp
-    except ImportError:
-        raise DependencyError(
-            "llama-cpp-python is not installed; run: pip install ramp-edge"
-        ) from None
-    # llama-cpp-python forwards llama.cpp's C log (one line per tensor when quantizing) to
-    # stderr unless this logger's level is above INFO; keep errors only.
-    llama_logger = logging.getLogger("llama-cpp-python")
-    if llama_logger.level < logging.ERROR:
-        llama_logger.setLevel(logging.ERROR)
-    return llama_cpp
-
-
-def quantize_pure(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], qtype: str, threads: int = 0
-) -> Path:
-    """Requantize a GGUF so every weight matrix has `qtype` (llama-quantize --pure).
-
-    Rows the type's block does not fit fall back as llama.cpp decides (tensor_type_fallback).
-    Written to a `.partial` name and renamed, so a killed run leaves no half file.
-    """
-    llama_cpp = _require_llama()
-    key = qtype.strip().upper()
-    if key not in CATALOGUE or CATALOGUE[key].ftype is None:
-        raise ConfigError(f"unknown quant type {qtype!r}; known: {', '.join(CATALOGUE)}")
-    if CATALOGUE[key].needs_imatrix:
-        raise ConfigError(f"{key} needs an importance matrix; the probe measures types without one")
-    dst = Path(dst)
-    partial = dst.with_name(dst.name + ".partial")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = CATALOGUE[key].ftype
-    params.allow_requantize = True
-    params.pure = True
-    params.nthread = threads
-    rc = llama_cpp.llama_model_quantize(
-        str(src).encode(), str(partial).encode(), ctypes.byref(params)
-    )
-    if rc != 0 or not partial.exists():
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
-        raise RampEdgeError(f"llama_model_quantize failed for {src} -> {key} (rc={rc})")
-    os.replace(partial, dst)
-    return dst
-
-
 def _now_utc() -> str:
     return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------------------------------------------------------------------------------------------
 # Profiling through the device agent: one path for localhost and SSH hosts
-
-
-def probe_models(
-    model: str = "smollm2-135m",
-    types: Sequence[str] = DEFAULT_TYPES,
-    progress: ProgressFn = _no_progress,
-) -> tuple[str, list[tuple[str, Path]]]:
-    """Small probe GGUFs made here: `model` requantized purely to each type (cached).
-
-    Returns (model id, [(type, path)]). The files are pushed once per host (sha256-checked).
-    """
-    from ramp_edge import paths
-    from ramp_edge.models import resolve
-
-    resolved = resolve(model)
-    if resolved.kind != "gguf":
-        raise ConfigError(
-            f"the speed probe needs a GGUF reference model, got {resolved.kind} {model!r}"
-        )
-    work = paths.cache_dir("profiles", resolved.model_id)
-    out = []
-    for i, qtype in enumerate(types):
-        key = qtype.strip().upper()
-        progress(i, len(types), f"probe model {key}")
-        # the source size in the name keeps a changed reference from reusing stale files
-        target = work / f"{resolved.model_id}-{Path(resolved.path).stat().st_size}-{key}.gguf"
-        if not target.exists():
-            logger.info("quantizing %s to %s", resolved.model_id, key)
-            quantize_pure(resolved.path, target, key)
-        out.append((key, target))
-    return resolved.model_id, out
 
 
 def _type_speed_from_bench(path: Path, qtype: str, model: str, data: dict) -> TypeSpeed:
@@ -567,7 +155,7 @@ def profile_host(
     llama: bool = True,
     n_threads: int | None = None,
     bootstrap_env: bool = False,
-    progress: ProgressFn = _no_progress,
+    progress: ProgressFn = no_progress,
 ) -> MeasuredProfile:
     """Measure the device behind `conn` (SSH or this machine) through its agent.
 
@@ -656,7 +244,7 @@ def profile_localhost(
     fast: bool = False,
     llama: bool = True,
     n_threads: int | None = None,
-    progress: ProgressFn = _no_progress,
+    progress: ProgressFn = no_progress,
 ) -> MeasuredProfile:
     """`profile_host` on this machine (the agent as a local subprocess, no SSH)."""
     from ramp_edge.fleet.local import LocalConnection
@@ -692,7 +280,7 @@ def is_fresh(measured: MeasuredProfile | None, max_age_days: float = FRESH_DAYS)
     return (_dt.datetime.now(_dt.UTC) - when).total_seconds() < max_age_days * 86400
 
 
-def ensure_measured(profile: DeviceProfile, progress: ProgressFn = _no_progress) -> DeviceProfile:
+def ensure_measured(profile: DeviceProfile, progress: ProgressFn = no_progress) -> DeviceProfile:
     """An `auto` profile (localhost) that was never measured gets a quick probe merged over it."""
     if not profile.auto or profile.measured is not None:
         return profile

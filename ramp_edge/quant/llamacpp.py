@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ramp_edge.errors import RampEdgeError
-from ramp_edge.quant.presets import get_preset
+from ramp_edge.quant.presets import PRESETS, get_preset
 
 
 def llama_quantize(
@@ -28,16 +28,21 @@ def llama_quantize(
     """Quantize `src` to `dst` with llama.cpp's `llama_model_quantize` (requantizing allowed).
 
     Args:
-        preset: llama.cpp ftype name, e.g. "Q4_K_M".
+        preset: llama.cpp ftype name, e.g. "Q4_K_M", or a ggml type name with an ftype in the
+            catalogue (e.g. "Q4_K"; with `pure` every weight matrix gets that type).
         imatrix: tensor name -> importance vector.
         overrides: regex -> type name (`--tensor-type`), first match wins.
     """
     import llama_cpp
 
-    from ramp_edge.quant.catalogue import get
+    from ramp_edge.quant.catalogue import CATALOGUE, get
 
+    key = preset.strip().upper()
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = get_preset(preset).ftype
+    if key not in PRESETS and key in CATALOGUE and CATALOGUE[key].ftype is not None:
+        params.ftype = CATALOGUE[key].ftype
+    else:
+        params.ftype = get_preset(preset).ftype
     params.allow_requantize = True
     params.nthread = threads
     params.pure = pure
