@@ -516,11 +516,6 @@ def list_profiles(directory: Path | None = None) -> list[DeviceProfile]:
     return sorted(_catalogue(directory).profiles.values(), key=lambda p: p.id)
 
 
-def known_names(directory: Path | None = None) -> list[str]:
-    cat = _catalogue(directory)
-    return sorted(cat.profiles) + sorted(cat.aliases)
-
-
 def resolve_name(name: str, directory: Path | None = None) -> str:
     """A profile id or alias -> the profile id; ConfigError listing the known ids otherwise."""
     cat = _catalogue(directory)

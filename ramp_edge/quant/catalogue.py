@@ -94,12 +94,6 @@ def get(name: str) -> QuantType:
     return CATALOGUE[key]
 
 
-def by_id(ggml_id: int) -> QuantType:
-    if ggml_id not in BY_ID:
-        raise ConfigError(f"ggml type id {ggml_id} is not supported by ramp-edge")
-    return BY_ID[ggml_id]
-
-
 def resolve_fallback(qtype: QuantType, row_length: int) -> QuantType:
     """The type llama.cpp actually writes for `qtype` on rows of `row_length` (tensor_type_fallback)."""
     if qtype.fits(row_length):
