@@ -106,7 +106,7 @@ def _edit(pdir: Path, old: str, new: str) -> Path:
         (
             "ram_usable_gib = 7.2",
             "ram_usable_gib = -1",
-            "field 'memory.ram_usable_gib' must be a positive number",
+            "field 'memory.ram_usable_gib' must be a positive, finite number",
         ),
         ("bandwidth_effective_gb_s = 9.3", "", "missing field 'memory.bandwidth_effective_gb_s'"),
         ('id = "raspberry-pi-5-8gb"', 'id = "pi-five"', "field 'id' must equal the file name"),
@@ -114,13 +114,13 @@ def _edit(pdir: Path, old: str, new: str) -> Path:
         (
             "tokens_per_s = 4.61",
             "tokens_per_s = 0",
-            "field 'reference[0].tokens_per_s' must be a positive number",
+            "field 'reference[0].tokens_per_s' must be a positive, finite number",
         ),
         ('accelerator = "none"', 'accelerator = "none"\ncolour = "red"', "unknown field 'colour'"),
         (
             "IQ4_XS = 1.16",
             'IQ4_XS = "fast"',
-            "field 'speed_factors.IQ4_XS' must be a positive number",
+            "field 'speed_factors.IQ4_XS' must be a positive, finite number",
         ),
         (
             'cpu_features = ["neon"',
