@@ -76,12 +76,12 @@ def features(
     from ramp_edge import schema
     from ramp_edge.errors import require
     from ramp_edge.features.embed import FEATURE_NAMES, compute_features
-    from ramp_edge.features.naming import open_weights
     from ramp_edge.models import resolve
+    from ramp_edge.source import open_source
     from ramp_edge.ui import out_console, progress
 
     resolved = resolve(model)
-    source = open_weights(resolved)
+    source = open_source(resolved)
     require("torch", "torch")
     require("transformers", "torch")
     from ramp_edge.features.stats import collect_stats

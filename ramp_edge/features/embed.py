@@ -277,7 +277,7 @@ def compute_features(
     """The 11-dim embedding of every tensor of `source` that llama.cpp would quantize.
 
     Args:
-        source: GGUFSource / HFWeights (specs, info, tensor(name) in GGUF layout).
+        source: GGUFSource / HFSource (specs, info, tensor(name) in GGUF layout).
         stats: calibration statistics of the same model (None: activation features are 0).
         progress: callback(done, total, description).
 

@@ -22,8 +22,8 @@ Four folds per block, on GGUF tensors (llama.cpp names and layout):
 plus `output_in` (output columns, output_norm) where the output matrix is not tied to token_embd.
 
 Why these are exact:
-- q/k rows are permuted in llama GGUFs (`naming.permute_qk`); folding touches their columns
-  only, and a column scaling commutes with a row permutation.
+- q/k rows are permuted in llama GGUFs (`source.hf`; `naming.unpermute_qk` undoes it); folding
+  touches their columns only, and a column scaling commutes with a row permutation.
 - attention output for query head h is softmax(.) V_g with g = h // n_gqa (llama.cpp's
   broadcast, transformers' `repeat_kv`); it is linear in V, so dividing V's rows of KV head g
   by t_g and multiplying the o_proj columns of every query head in g by the same t_g is exact.
@@ -243,7 +243,7 @@ def fold_for_export(
     """Scale-fold `source` for export with the types in `assignment`.
 
     Args:
-        source: GGUFSource / HFWeights: `arch`, `info`, `specs`, `tensor(name)` in GGUF layout.
+        source: GGUFSource / HFSource: `arch`, `info`, `specs`, `tensor(name)` in GGUF layout.
         stats: calibration statistics of the same model (features.stats.collect_stats).
         assignment: GGUF tensor name -> quant type name (the recipe's types).
         alphas: strengths to try per group (0 < a < 1).

@@ -29,15 +29,11 @@ from ramp_edge.errors import ArtifactError, ConfigError, DependencyError
 
 # llama.cpp logs to fd 2 from C even with verbose=False; one helper silences it everywhere.
 from ramp_edge.evaluate.llama import _quiet_stderr as _quiet_fd2
-from ramp_edge.features.naming import (
-    HF_TO_GGUF_ARCH,
-    hf_to_gguf_name,
-    tensor_name_map,
-    to_hf_layout,
-)
+from ramp_edge.features.naming import hf_to_gguf_name, tensor_name_map, to_hf_layout
 from ramp_edge.features.records import STATS_VERSION, CalibrationStats, ChannelStats
 from ramp_edge.fsutil import sha256_file
 from ramp_edge.models import ModelInfo, ResolvedModel
+from ramp_edge.source.hf import HF_TO_GGUF_ARCH
 
 logger = logging.getLogger(__name__)
 
@@ -394,12 +390,11 @@ def collect_streaming(
     """
     from transformers.masking_utils import create_causal_mask
 
-    from ramp_edge.features.naming import HFWeights
-    from ramp_edge.source.gguf import GGUFSource
+    from ramp_edge.source import open_source
 
     tokens = np.asarray(tokens, dtype=np.int64)
     n_seq, seq_len = tokens.shape
-    weights: Any = GGUFSource(model) if model.kind == "gguf" else HFWeights(model)
+    weights: Any = open_source(model)
     lm = _skeleton(model)
     arch = gguf_arch_of(lm)
     info = weights.info

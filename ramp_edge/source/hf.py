@@ -23,12 +23,19 @@ from ramp_edge.source.base import KVField, TensorSpec
 
 logger = logging.getLogger(__name__)
 
-# config.json "architectures"[0] -> GGUF general.architecture
-SUPPORTED_HF_ARCHS = {
-    "LlamaForCausalLM": "llama",
-    "MistralForCausalLM": "llama",  # llama.cpp runs mistral under the llama architecture
-    "Qwen2ForCausalLM": "qwen2",
+# transformers model_type -> GGUF general.architecture (as convert_hf_to_gguf.py names it)
+HF_TO_GGUF_ARCH = {
+    "llama": "llama",
+    "mistral": "llama",  # llama.cpp runs mistral under the llama architecture
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "gemma": "gemma",
+    "gemma2": "gemma2",
+    "gemma3": "gemma3",
+    "gemma3_text": "gemma3",
 }
+# The model types HFSource reads (layout and hyper-parameters as convert_hf_to_gguf.py writes).
+HF_SOURCE_TYPES = ("llama", "mistral", "qwen2")
 
 
 def _permute(w: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:
@@ -58,14 +65,13 @@ class HFSource:
             self.config = json.loads((self.path / "config.json").read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ArtifactError(f"{self.path}/config.json is unreadable ({err})") from None
-        archs = self.config.get("architectures") or []
-        if not archs or archs[0] not in SUPPORTED_HF_ARCHS:
+        model_type = str(self.config.get("model_type", ""))
+        if model_type not in HF_SOURCE_TYPES:
             raise ConfigError(
-                f"{self.path}: architecture {archs[:1]} is not supported; "
-                f"supported: {', '.join(SUPPORTED_HF_ARCHS)}"
+                f"{self.path}: model_type {model_type!r} is not supported; "
+                f"supported: {', '.join(HF_SOURCE_TYPES)}"
             )
-        self.hf_arch = archs[0]
-        self.arch = SUPPORTED_HF_ARCHS[self.hf_arch]
+        self.arch = HF_TO_GGUF_ARCH[model_type]
         self._files = {}
         for st in sorted(self.path.glob("*.safetensors")):
             handle = safe_open(str(st), "np")

@@ -41,10 +41,10 @@ def stories_stats(stories_gguf, stories_tokens):
 
 @pytest.fixture(scope="session")
 def stories_source(stories_gguf):
-    from ramp_edge.features.naming import open_weights
     from ramp_edge.models import resolve
+    from ramp_edge.source import open_source
 
-    return open_weights(resolve(str(stories_gguf)))
+    return open_source(resolve(str(stories_gguf)))
 
 
 @pytest.fixture(scope="session")

@@ -101,12 +101,12 @@ def test_features_finite_deterministic_and_structured(stories_source, stories_st
 def test_features_identical_from_gguf_and_hf(
     stories_hf, stories_tokens, stories_source, stories_stats
 ):
-    from ramp_edge.features.naming import open_weights
     from ramp_edge.features.stats import collect_stats
+    from ramp_edge.source import open_source
 
     hf_model = resolve(str(stories_hf))
     hf_stats = collect_stats(hf_model, tokens=stories_tokens, n_sample=64, use_cache=False)
-    from_hf = compute_features(open_weights(hf_model), hf_stats).by_name()
+    from_hf = compute_features(open_source(hf_model), hf_stats).by_name()
     from_gguf = compute_features(stories_source, stories_stats).by_name()
     # The GGUF carries an untied output copy (llama2c converter); the HF model is tied, so its
     # token_embd doubles as the output matmul and has the output's activation features.

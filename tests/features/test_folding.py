@@ -316,13 +316,13 @@ def test_folding_lowers_the_outlier_ratio_it_targets(
 @pytest.mark.torch
 def test_k_quants_at_full_width(tiny_kquant_gguf):
     """256-wide rows: Q2_K applies without fallback; FP equivalence still holds."""
-    from ramp_edge.features.naming import open_weights
     from ramp_edge.features.stats import apply_gguf_tensors, collect_stats, load_torch_model, logits
+    from ramp_edge.source import open_source
 
     model = resolve(str(tiny_kquant_gguf))
     tokens = np.random.default_rng(0).integers(3, 500, size=(2, 64))
     stats = collect_stats(model, tokens=tokens, n_sample=64, use_cache=False)
-    source = open_weights(model)
+    source = open_source(model)
     res = fold_for_export(
         source, stats, uniform(source, "Q2_K"), alphas=(0.5,), per_tensor_decide=False
     )
@@ -334,7 +334,6 @@ def test_k_quants_at_full_width(tiny_kquant_gguf):
 
 
 def _fp_check(name: str, qtype: str = "Q4_0") -> None:
-    from ramp_edge.features.naming import open_weights
     from ramp_edge.features.stats import (
         apply_gguf_tensors,
         calibration_tokens,
@@ -342,11 +341,12 @@ def _fp_check(name: str, qtype: str = "Q4_0") -> None:
         load_torch_model,
         logits,
     )
+    from ramp_edge.source import open_source
 
     model = resolve(name, fetch_missing=name == "smollm2-135m")
     tokens = calibration_tokens(model, n_seq=4, seq_len=256)
     stats = collect_stats(model, tokens=tokens, n_sample=128)
-    source = open_weights(model)
+    source = open_source(model)
     res = fold_for_export(
         source, stats, uniform(source, qtype), alphas=(0.5,), per_tensor_decide=False
     )
