@@ -173,7 +173,7 @@ def build_task_payload(
     task_names: str | Sequence[str], limit: int | None = None, data_dir: Path | None = None
 ) -> dict[str, Any]:
     """Task items for the agent's `eval`, built here so devices need no task data files."""
-    from ramp_edge.evaluate import tasks as task_mod
+    from ramp_edge.evaluate import taskfile as task_mod
 
     entries = []
     for name in task_mod.parse_task_names(task_names):

@@ -79,6 +79,15 @@ def _measure_task(
     return measure_tensor(s, float_chunks(raw, stored, s.row_length), types, imat, threads)
 
 
+def ray_measurer(address: str) -> Callable[..., list[Any]]:
+    """A `measure_many` for ramp_edge.allocate.sensitivity.measure_sensitivity: Ray tasks."""
+
+    def measure_many(source, specs, types, imatrix=None, progress=None):
+        return measure_on_ray(address, source, specs, tuple(types), imatrix, progress)
+
+    return measure_many
+
+
 def measure_on_ray(
     address: str,
     source: Any,

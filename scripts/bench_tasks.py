@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ramp_edge.evaluate.loglik import LlamaCppScorer
-from ramp_edge.evaluate.tasks import evaluate_tasks, parse_task_names
+from ramp_edge.evaluate.taskfile import evaluate_tasks, parse_task_names
 from ramp_edge.fsutil import atomic_write_json, atomic_write_text
 from ramp_edge.models import resolve
 from ramp_edge.schema import wrap

@@ -261,7 +261,7 @@ def make_f16(src: Path, dst: Path) -> None:
 
 def write_task_data(task_names: list[str], limit: int, work: Path, python: Path) -> Path:
     """JSONL of the first `limit` HF-shaped docs + YAMLs including lm-eval's own task YAMLs."""
-    from ramp_edge.evaluate.tasks import get_task
+    from ramp_edge.evaluate.taskfile import get_task
 
     site = subprocess.run(
         [str(python), "-c", "import lm_eval, os; print(os.path.dirname(lm_eval.__file__))"],
@@ -324,7 +324,8 @@ def _hf_row(name: str, doc: dict[str, Any]) -> dict[str, Any]:
 
 def run_ours(gguf: Path, task_names: list[str], limit: int, threads: int | None) -> dict[str, Any]:
     from ramp_edge.evaluate.loglik import LlamaCppScorer
-    from ramp_edge.evaluate.tasks import evaluate_items, get_task, score_item
+    from ramp_edge.evaluate.taskfile import get_task
+    from ramp_edge.evaluate.tasks import evaluate_items, score_item
 
     out: dict[str, Any] = {}
     with LlamaCppScorer(gguf, n_threads=threads) as scorer:
@@ -469,7 +470,7 @@ def main() -> None:
         return
 
     from ramp_edge import paths
-    from ramp_edge.evaluate.tasks import parse_task_names
+    from ramp_edge.evaluate.taskfile import parse_task_names
     from ramp_edge.fsutil import atomic_write_json, atomic_write_text
     from ramp_edge.models import resolve
     from ramp_edge.schema import wrap
@@ -641,7 +642,8 @@ def run_yaml_check(task_file: Path, python: Path, limit: int, threads: int | Non
                    work: Path, out_dir: Path) -> dict[str, Any]:  # fmt: skip
     """The same YAML file through lm-eval and ramp-edge, scored with the same log-likelihoods."""
     from ramp_edge.evaluate.loglik import LlamaCppScorer
-    from ramp_edge.evaluate.tasks import evaluate_items, get_task, score_item
+    from ramp_edge.evaluate.taskfile import get_task
+    from ramp_edge.evaluate.tasks import evaluate_items, score_item
     from ramp_edge.fsutil import atomic_write_json, atomic_write_text
     from ramp_edge.models import resolve
     from ramp_edge.schema import wrap

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ramp_edge.allocate.sensitivity import measure_sensitivity
+from ramp_edge.distributed import ray_measurer
 from ramp_edge.source import open_source
 
 TYPES = ("Q8_0", "Q6_K", "Q4_K", "Q4_0", "Q3_K", "Q2_K")
@@ -38,7 +39,7 @@ def test_ray_table_equals_local(ray_local, tiny_kquant_gguf):
         source,
         TYPES,
         use_cache=False,
-        ray_address="auto",
+        measure_many=ray_measurer("auto"),
         progress=lambda done, total, _msg: seen.append((done, total)),
     )
     assert remote.to_dict() == local.to_dict()

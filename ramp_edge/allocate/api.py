@@ -108,13 +108,18 @@ def error_table(
     Per tensor and candidate type: the ggml-quantized weights' relative output error; with
     `calibrate_roles` (GGUF sources) scaled to KLD units by one real probe per tensor role.
     """
+    measure_many = None
+    if ray_address:
+        from ramp_edge.distributed import ray_measurer
+
+        measure_many = ray_measurer(ray_address)
     table = measure_sensitivity(
         source,
         types,
         imatrix=imatrix,
         imatrix_id=imatrix_id,
         progress=progress,
-        ray_address=ray_address,
+        measure_many=measure_many,
     )
     if calibrate_roles and getattr(source.model, "kind", "gguf") == "gguf":
         table = calibrate(source, table, progress=progress, imatrix=imatrix, imatrix_id=imatrix_id)

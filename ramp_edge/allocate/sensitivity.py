@@ -225,6 +225,10 @@ def _cache_key(source, types: Sequence[str], imatrix_id: str | None) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
+# (source, specs, types, imatrix, progress) -> TensorCosts per spec, in order
+MeasureMany = Callable[..., list[TensorCosts]]
+
+
 def measure_sensitivity(
     source,
     types: Sequence[str] = DEFAULT_CANDIDATES,
@@ -232,7 +236,7 @@ def measure_sensitivity(
     imatrix_id: str | None = None,
     progress: ProgressFn | None = None,
     use_cache: bool = True,
-    ray_address: str | None = None,
+    measure_many: MeasureMany | None = None,
 ) -> SensitivityTable:
     """Quantize every quantizable tensor at every candidate type and measure the error.
 
@@ -241,8 +245,9 @@ def measure_sensitivity(
     by the chunk size and the largest quantized tensor, not the model.
 
     Args:
-        ray_address: run one Ray task per tensor (`auto`, `ray://HOST:PORT`); the table is the
-            same as the local run's (ramp_edge.distributed). Needs `pip install 'ramp-edge[ray]'`.
+        measure_many: measures all tensors elsewhere, e.g. one Ray task each
+            (`ramp_edge.distributed.ray_measurer`); it calls `measure_tensor` like the local loop,
+            so the table is the same. Default: this process, tensor by tensor.
     """
     cache = paths.cache_dir("sensitivity") / f"{_cache_key(source, types, imatrix_id)}.json"
     if use_cache and cache.exists():
@@ -256,10 +261,8 @@ def measure_sensitivity(
         for s in source.specs
         if not allows_quantization(s.name, s.shape)
     )
-    if ray_address:
-        from ramp_edge.distributed import measure_on_ray
-
-        rows = measure_on_ray(ray_address, source, specs, tuple(types), imatrix, progress)
+    if measure_many is not None:
+        rows = measure_many(source, specs, tuple(types), imatrix, progress)
     else:
         rows = []
         release = getattr(source, "release", None)

@@ -68,7 +68,8 @@ def tasks(
     """
     from ramp_edge import models
     from ramp_edge.errors import ConfigError
-    from ramp_edge.evaluate.tasks import check_limit, evaluate_tasks, parse_task_names
+    from ramp_edge.evaluate.taskfile import evaluate_tasks, parse_task_names
+    from ramp_edge.evaluate.tasks import check_limit
     from ramp_edge.ui import progress
 
     names = parse_task_names(task_spec)  # unknown names fail before the model loads

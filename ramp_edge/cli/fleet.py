@@ -179,7 +179,7 @@ def failed_hosts(result: Any) -> list[tuple[str, str]]:
 
 def check_tasks(spec: str) -> None:
     """ConfigError for an unknown task name, before any slow step."""
-    from ramp_edge.evaluate import tasks as task_mod
+    from ramp_edge.evaluate import taskfile as task_mod
 
     for name in task_mod.parse_task_names(spec):
         task_mod.get_task(name)

@@ -123,9 +123,8 @@ def train(
         from ramp_edge.distributed import require_ray
 
         require_ray()
+    from ramp_edge.allocate.api import error_table
     from ramp_edge.allocate.budget import parse_budget
-    from ramp_edge.allocate.sensitivity import calibrate as calibrate_table
-    from ramp_edge.allocate.sensitivity import measure_sensitivity
     from ramp_edge.cli._common import open_model
     from ramp_edge.rl import sac
     from ramp_edge.rl.env import make_task
@@ -143,10 +142,10 @@ def train(
     for ref in models:
         source = open_model(ref)
         with progress(f"Sensitivity {ref}") as bar:
-            table = measure_sensitivity(source, progress=bar, ray_address=ray_address)
             # The same error table `allocate` gives the knapsack: per-role KLD-calibrated.
-            if calibrate and getattr(source.model, "kind", "gguf") == "gguf":
-                table = calibrate_table(source, table, progress=bar)
+            table = error_table(
+                source, calibrate_roles=calibrate, progress=bar, ray_address=ray_address
+            )
         tasks.append(make_task(source, table))
         if reward == "kld" or kld_every:
             qualities[tasks[-1].model_id] = sac.kld_quality(source)

@@ -79,7 +79,7 @@ def compare(
     """Score both models on the same task items and the same KLD windows."""
     from ramp_edge.evaluate.loglik import LlamaCppScorer
     from ramp_edge.evaluate.perplexity import kl_divergence
-    from ramp_edge.evaluate.tasks import evaluate_tasks
+    from ramp_edge.evaluate.taskfile import evaluate_tasks
 
     results = []
     for path in (reference, candidate):

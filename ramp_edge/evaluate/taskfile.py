@@ -37,16 +37,28 @@ import gzip
 import json
 import logging
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+if TYPE_CHECKING:
+    from ramp_edge.evaluate.runner import Runner
+
 from ramp_edge.errors import ArtifactError, ConfigError, DependencyError
-from ramp_edge.evaluate.tasks import METRICS, TARGET_DELIMITER, Item, check_limit, default_data_dir
+from ramp_edge.evaluate.tasks import (
+    METRICS,
+    TARGET_DELIMITER,
+    Item,
+    ProgressFn,
+    TaskResult,
+    check_limit,
+    default_data_dir,
+    evaluate_items,
+)
 from ramp_edge.evaluate.template import TemplateError, check_template, render
 
 logger = logging.getLogger(__name__)
@@ -625,3 +637,75 @@ def get_task(name: str) -> TaskDefinition:
     raise ConfigError(
         f"unknown task {name!r}; known: {', '.join(tasks)}, or a .yaml/.jsonl task file"
     )
+
+
+# --------------------------------------------------------------------------- lookup (host)
+
+
+def builtin_task_names() -> list[str]:
+    """Names of the tasks shipped in ``ramp_edge/data/tasks``, in their documented order."""
+    return builtin_names()
+
+
+def parse_task_names(spec: str | Iterable[str]) -> list[str]:
+    """``"arc_easy, piqa, my.yaml"`` or a list -> validated names/paths without duplicates;
+    ``all`` = every built-in task."""
+    parts = spec.split(",") if isinstance(spec, str) else list(spec)
+    names: list[str] = []
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        for name in builtin_task_names() if part == "all" else [part]:
+            get_task(name)
+            if name not in names:
+                names.append(name)
+    if not names:
+        raise ConfigError(f"no task given; known: {', '.join(builtin_task_names())}")
+    return names
+
+
+def evaluate_tasks(
+    runner: Runner,
+    task_names: str | Iterable[str],
+    limit: int | None = None,
+    progress: ProgressFn | None = None,
+    data_dir: Path | None = None,
+) -> list[TaskResult]:
+    """Evaluate `runner` on each task, first `limit` documents each (all when None).
+
+    Args:
+        runner: scores (context, continuation) pairs, e.g. a LlamaCppScorer or FakeRunner.
+        task_names: names or task-file paths, or a comma-separated string (``all`` = built-ins).
+        limit: documents per task, the first N in file order (as ``lm_eval --limit``).
+        progress: ``(done, total, description)`` callback over all items of all tasks.
+        data_dir: where built-in tasks find their data files (default: beside their YAML).
+
+    Returns:
+        One TaskResult per task, in the order given.
+
+    Raises:
+        ConfigError: unknown task name, a bad task file or a bad limit.
+        ArtifactError: missing or malformed data file.
+    """
+    check_limit(limit)
+    tasks = [get_task(name) for name in parse_task_names(task_names)]
+    loaded = [(task, task.load(limit, data_dir)) for task in tasks]
+    total = sum(len(items) for _, items in loaded)
+    offset = 0
+    results: list[TaskResult] = []
+    for task, items in loaded:
+        tick: Callable[[int], None] | None = None
+        if progress is not None:
+            progress(offset, total, task.name)
+
+            def tick(
+                done: int,
+                _base: int = offset,
+                _name: str = task.name,
+                _report: ProgressFn = progress,
+            ) -> None:
+                _report(_base + done, total, _name)
+
+        results.append(evaluate_items(runner, task, items, tick))
+        offset += len(items)
+    return results

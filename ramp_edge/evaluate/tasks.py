@@ -18,7 +18,8 @@ deviation (n-1) over sqrt(n). ``limit`` keeps the first N documents in file orde
 ``lm_eval --limit N`` scores.
 
 Pure: stdlib + numpy + ramp_edge.errors, Python >= 3.8; it ships to devices with ``runner.py`` and
-``loglik.py``. The host-only lookups (`get_task`, `evaluate_tasks`) import `taskfile` lazily.
+``loglik.py``. The host-only lookups (`get_task`, `parse_task_names`, `evaluate_tasks`) live in
+`taskfile`, which imports this module (never the other way).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable  # noqa: UP035 - ProgressFn on Python 3.8
@@ -37,7 +38,6 @@ from ramp_edge.errors import ArtifactError, ConfigError, RampEdgeError
 
 if TYPE_CHECKING:
     from ramp_edge.evaluate.runner import Runner
-    from ramp_edge.evaluate.taskfile import TaskDefinition
 
 logger = logging.getLogger(__name__)
 
@@ -143,44 +143,6 @@ class TaskResult:
         return cls(**{name: data[name] for name in cls.__dataclass_fields__})
 
 
-# --------------------------------------------------------------------------- lookup (host)
-
-
-def get_task(name: str) -> TaskDefinition:
-    """A built-in task by name, or a task file by path (``.yaml``/``.yml``/``.jsonl``).
-
-    Raises:
-        ConfigError: unknown name (the message lists the known ones) or a bad task file.
-    """
-    from ramp_edge.evaluate.taskfile import get_task as lookup
-
-    return lookup(name)
-
-
-def builtin_task_names() -> list[str]:
-    """Names of the tasks shipped in ``ramp_edge/data/tasks``, in their documented order."""
-    from ramp_edge.evaluate.taskfile import builtin_names
-
-    return builtin_names()
-
-
-def parse_task_names(spec: str | Iterable[str]) -> list[str]:
-    """``"arc_easy, piqa, my.yaml"`` or a list -> validated names/paths without duplicates;
-    ``all`` = every built-in task."""
-    parts = spec.split(",") if isinstance(spec, str) else list(spec)
-    names: list[str] = []
-    for part in (p.strip() for p in parts):
-        if not part:
-            continue
-        for name in builtin_task_names() if part == "all" else [part]:
-            get_task(name)
-            if name not in names:
-                names.append(name)
-    if not names:
-        raise ConfigError(f"no task given; known: {', '.join(builtin_task_names())}")
-    return names
-
-
 def check_limit(limit: int | None) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ConfigError(f"limit must be a positive integer, got {limit!r}")
@@ -254,50 +216,3 @@ def evaluate_items(
         result.items_per_s,
     )
     return result
-
-
-def evaluate_tasks(
-    runner: Runner,
-    task_names: str | Iterable[str],
-    limit: int | None = None,
-    progress: ProgressFn | None = None,
-    data_dir: Path | None = None,
-) -> list[TaskResult]:
-    """Evaluate `runner` on each task, first `limit` documents each (all when None).
-
-    Args:
-        runner: scores (context, continuation) pairs, e.g. a LlamaCppScorer or FakeRunner.
-        task_names: names or task-file paths, or a comma-separated string (``all`` = built-ins).
-        limit: documents per task, the first N in file order (as ``lm_eval --limit``).
-        progress: ``(done, total, description)`` callback over all items of all tasks.
-        data_dir: where built-in tasks find their data files (default: beside their YAML).
-
-    Returns:
-        One TaskResult per task, in the order given.
-
-    Raises:
-        ConfigError: unknown task name, a bad task file or a bad limit.
-        ArtifactError: missing or malformed data file.
-    """
-    check_limit(limit)
-    tasks = [get_task(name) for name in parse_task_names(task_names)]
-    loaded = [(task, task.load(limit, data_dir)) for task in tasks]
-    total = sum(len(items) for _, items in loaded)
-    offset = 0
-    results: list[TaskResult] = []
-    for task, items in loaded:
-        tick: Callable[[int], None] | None = None
-        if progress is not None:
-            progress(offset, total, task.name)
-
-            def tick(
-                done: int,
-                _base: int = offset,
-                _name: str = task.name,
-                _report: ProgressFn = progress,
-            ) -> None:
-                _report(_base + done, total, _name)
-
-        results.append(evaluate_items(runner, task, items, tick))
-        offset += len(items)
-    return results

@@ -17,7 +17,7 @@ USER = Path(__file__).resolve().parents[1] / "data" / "tasks" / "user"
 def test_agent_scores_a_yaml_only_task(tmp_path: Path, stories_gguf: Path) -> None:
     from ramp_edge.agent_client import agent_bundle, build_task_payload
     from ramp_edge.evaluate.loglik import LlamaCppScorer
-    from ramp_edge.evaluate.tasks import evaluate_tasks
+    from ramp_edge.evaluate.taskfile import evaluate_tasks
 
     for local, remote in agent_bundle():  # the layout the host pushes
         target = tmp_path / remote.split("/", 2)[2]

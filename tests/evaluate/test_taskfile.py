@@ -10,8 +10,8 @@ import pytest
 
 from ramp_edge.errors import ArtifactError, ConfigError
 from ramp_edge.evaluate.runner import FakeRunner
-from ramp_edge.evaluate.taskfile import builtin_tasks, load_task_file
-from ramp_edge.evaluate.tasks import default_data_dir, evaluate_tasks, get_task
+from ramp_edge.evaluate.taskfile import builtin_tasks, evaluate_tasks, get_task, load_task_file
+from ramp_edge.evaluate.tasks import default_data_dir
 from ramp_edge.evaluate.template import TemplateError, render
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,15 +15,17 @@ import pytest
 
 from ramp_edge.errors import ArtifactError, ConfigError
 from ramp_edge.evaluate.runner import FakeRunner, Runner
+from ramp_edge.evaluate.taskfile import (
+    builtin_task_names,
+    evaluate_tasks,
+    get_task,
+    parse_task_names,
+)
 from ramp_edge.evaluate.tasks import (
     Item,
     TaskResult,
-    builtin_task_names,
     evaluate_items,
-    evaluate_tasks,
-    get_task,
     mean_stderr,
-    parse_task_names,
     score_item,
 )
 
