@@ -114,14 +114,13 @@ def allocate(
       ramp-edge export smollm2-135m --recipe recipe.json --out smol-mix.gguf
     """
     from ramp_edge.allocate.api import allocate as run_allocate
+    from ramp_edge.allocate.api import check_types
     from ramp_edge.allocate.budget import parse_budget
+    from ramp_edge.allocate.search import SearchSettings
     from ramp_edge.cli.export import load_imatrix
     from ramp_edge.quant.export import plan_export
     from ramp_edge.quant.presets import category, layer_index
     from ramp_edge.ui import out_console, progress
-
-    from ramp_edge.allocate.api import check_types
-    from ramp_edge.allocate.search import SearchSettings
 
     if (budget is None) == (max_ms_per_token is None):
         raise click.UsageError("give exactly one of --budget and --max-ms-per-token")

@@ -59,8 +59,8 @@ def budget(
       ramp-edge budget --device localhost --model smollm2-135m --ctx 4096 --json
     """
     from ramp_edge.device.budget import compute_budget, geometry_from_specs
-    from ramp_edge.models import resolve
     from ramp_edge.device.profiling import ensure_measured
+    from ramp_edge.models import resolve
     from ramp_edge.source import open_source
     from ramp_edge.store import Store
     from ramp_edge.ui import out_console, progress
