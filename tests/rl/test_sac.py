@@ -79,8 +79,10 @@ def test_read_metadata_rejects_non_policy(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_on_measured_kld_reward(stories, tmp_path):
+def test_train_on_measured_kld_reward(stories, tmp_path, monkeypatch):
     """The paper's reward: the quality term is the assembled model's measured KLD."""
+    # Evaluations are cached on disk: an empty cache, so a rerun still measures.
+    monkeypatch.setenv("RAMP_EDGE_CACHE", str(tmp_path / "cache"))
     from ramp_edge.evaluate.assembled import EvalSettings
     from ramp_edge.rl import sac
     from ramp_edge.rl.env import make_task
