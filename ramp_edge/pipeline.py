@@ -66,7 +66,7 @@ class DeployRequest:
     # the goal when memory and latency do not bind: the smallest artifact whose mean KLD
     # against the source stays within this (None: keep the source-size cap)
     max_kld: float | None = 0.05
-    search_steps: int = 3  # KLD measurements of the bisection over the size
+    search_steps: int = 3  # KLD measurements of the search for the smallest size within max_kld
     compare_presets: int = 2  # llama.cpp presets of equal or larger size in the table
     n_gpu_layers: int | str | None = "auto"
     n_ctx: int = 2048
@@ -263,34 +263,11 @@ def run_deploy(
     source_bytes = Path(source.path).stat().st_size
     if binding == "reference" and request.max_kld is not None:
         # Memory and latency do not bind: the goal is the smallest artifact within max_kld.
-        # Bisection over the size (each step one allocation, export and KLD), from 55% of the
-        # source; the source itself (KLD 0) is the upper end.
-        from ramp_edge.device.budget import geometry_from_specs
-        from ramp_edge.errors import BudgetError
-
-        geometry = geometry_from_specs(source.specs)
-        # just above the smallest legal file (every tensor at its smallest type, plus header)
-        floor = int(1.08 * geometry.weights_bytes(geometry.min_bpw))
-        lo, hi = max(int(0.55 * source_bytes), floor), source_bytes
-        best = None
-        for step in range(max(1, request.search_steps)):
-            mid = lo if step == 0 else (lo + hi) // 2
-            try:
-                built = build(mid)
-            except BudgetError as err:
-                say(f"size {mid:,} B: {err}")
-                lo = mid
-                continue
-            kld_value = built[3]["mean_kld"]
-            say(f"size {mid:,} B: KLD {kld_value:.4f} (goal <= {request.max_kld})")
-            if kld_value <= request.max_kld:
-                best, hi = (mid, built), mid
-                if step == 0:
-                    break
-            else:
-                lo = mid
-        if best is not None:
-            budget_bytes, built = best
+        found = _smallest_within_kld(
+            source, request, build, estimate=lambda n: _estimated_kld(source, request, n), say=say
+        )
+        if found is not None:
+            budget_bytes, built = found
             binding = "quality"
             explanation = (
                 f"memory and latency do not bind ({explanation}); goal: the smallest artifact "
@@ -298,7 +275,7 @@ def run_deploy(
                 f"({100 * budget_bytes / source_bytes:.0f}% of its {source_bytes:,} B)"
             )
         else:
-            built = build(hi)
+            built = build(source_bytes)
             explanation += f"; no smaller artifact met KLD <= {request.max_kld}"
         target, result, recipe, quality = built
         if request.out:
@@ -373,6 +350,86 @@ def run_deploy(
         tuple(comparison),
         _verdict(comparison, request.max_kld if binding == "quality" else None),
     )
+
+
+def _estimated_kld(source: Any, request: DeployRequest, nbytes: int) -> float | None:
+    """The error table's KLD estimate for the allocation at `nbytes` (no model run)."""
+    from ramp_edge.allocate.api import allocate
+    from ramp_edge.allocate.budget import parse_budget
+    from ramp_edge.errors import BudgetError
+
+    try:
+        recipe = allocate(
+            source, parse_budget(f"{nbytes}b"), "knapsack", calibrate_roles=request.calibrate
+        )
+    except BudgetError:
+        return None
+    value = (recipe.notes or {}).get("estimated_error")
+    return float(value) if value is not None else None
+
+
+def _smallest_within_kld(
+    source: Any,
+    request: DeployRequest,
+    build: Callable[[int], tuple[Path, Any, Any, dict[str, Any]]],
+    estimate: Callable[[int], float | None],
+    say: StatusFn,
+) -> tuple[int, tuple[Path, Any, Any, dict[str, Any]]] | None:
+    """The smallest size whose measured KLD stays within `request.max_kld`, and its build.
+
+    Each measured step costs an allocation, an export and a KLD run, so the size to try is
+    read off the calibrated error table first (its KLD estimate is free), corrected by the
+    ratio measured/estimated seen so far; a plain bisection of the bracket is the fallback
+    where the estimate does not fall inside it.
+    """
+    from ramp_edge.device.budget import geometry_from_specs
+    from ramp_edge.errors import BudgetError
+
+    goal = float(request.max_kld or 0.0)
+    source_bytes = Path(source.path).stat().st_size
+    geometry = geometry_from_specs(source.specs)
+    # lo: known too lossy (or just above the smallest legal file); hi: known within the goal
+    lo = int(1.08 * geometry.weights_bytes(geometry.min_bpw))
+    hi = source_bytes
+    correction = 1.0  # measured KLD / estimated KLD, learnt from each measurement
+    best = None
+    for _ in range(max(1, request.search_steps)):
+        if hi - lo < 0.02 * source_bytes:
+            break  # the bracket is within 2% of the source: nothing worth another run
+        mid = _size_for_estimate(estimate, goal / correction, lo, hi)
+        if not lo < mid < hi or (hi - mid) < 0.01 * source_bytes:
+            mid = (lo + hi) // 2
+        try:
+            built = build(mid)
+        except BudgetError as err:
+            say(f"size {mid:,} B: {err}")
+            lo = mid
+            continue
+        kld_value = built[3]["mean_kld"]
+        est = (built[2].notes or {}).get("estimated_error")
+        if est:
+            correction = max(kld_value / float(est), 1e-3)
+        say(f"size {mid:,} B: KLD {kld_value:.4f} (goal <= {goal})")
+        if kld_value <= goal:
+            best, hi = (mid, built), mid
+        else:
+            lo = mid
+    return best
+
+
+def _size_for_estimate(
+    estimate: Callable[[int], float | None], goal: float, lo: int, hi: int, steps: int = 12
+) -> int:
+    """The smallest size in (lo, hi] whose estimated KLD is <= goal (bisection on bytes)."""
+    a, b = lo, hi
+    for _ in range(steps):
+        mid = (a + b) // 2
+        value = estimate(mid)
+        if value is not None and value <= goal:
+            b = mid
+        else:
+            a = mid
+    return b
 
 
 def _quality(target: Path, reference: Any, chunks: int, progress: ProgressFn | None) -> dict:
