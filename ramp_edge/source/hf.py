@@ -1,16 +1,22 @@
-"""Hugging Face model directories (llama / mistral / qwen2, safetensors) as export sources.
+"""Hugging Face model directories (llama / mistral / qwen2 / gemma3, safetensors) as export sources.
 
 Tensor names and layouts follow llama.cpp's `convert_hf_to_gguf.py`: names through gguf-py's
 tensor-name map, q_proj/k_proj rows permuted for llama-family rotary layout (`LlamaModel.permute`;
-qwen2 keeps the HF layout), a tied `lm_head` dropped. Hyper-parameters come from config.json.
-The tokenizer comes from a GGUF of the same model (`tokenizer_from`) or, best effort, from
-`tokenizer.json` via gguf-py's vocab readers.
+qwen2 and gemma3 keep the HF layout), every `*norm.weight` shifted by +1 for gemma3
+(`Gemma3Model.modify_tensors`: Gemma3RMSNorm scales by 1 + w), a tied `lm_head` dropped.
+Hyper-parameters come from config.json (a multimodal wrapper's `text_config`, its vision tower
+skipped). The tokenizer comes from a GGUF of the same model (`tokenizer_from`) or, best effort,
+from `tokenizer.json` via gguf-py's vocab readers.
+
+To add an architecture: its model_type in HF_TO_GGUF_ARCH and a CONVERT row saying what its
+convert_hf_to_gguf.py class does beyond renaming; HF_SOURCE_TYPES follows from the two.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -34,8 +40,28 @@ HF_TO_GGUF_ARCH = {
     "gemma3": "gemma3",
     "gemma3_text": "gemma3",
 }
+
+
+@dataclass(frozen=True)
+class Convert:
+    """What an architecture's convert_hf_to_gguf.py class does beyond renaming tensors."""
+
+    permute_qk: bool = False  # LlamaModel.permute on q_proj/k_proj rows
+    norm_shift: float = 0.0  # added to every "*norm.weight" (Gemma3RMSNorm scales by 1 + w)
+    trim_vocab: bool = False  # token_embd rows past the tokenizer's vocabulary dropped
+    sliding_window: bool = False  # writes attention.sliding_window
+
+
+# GGUF architecture -> its converter class's rules (LlamaModel, Qwen2Model, Gemma3Model).
+CONVERT = {
+    "llama": Convert(permute_qk=True),
+    "qwen2": Convert(),
+    "gemma3": Convert(norm_shift=1.0, trim_vocab=True, sliding_window=True),
+}
 # The model types HFSource reads (layout and hyper-parameters as convert_hf_to_gguf.py writes).
-HF_SOURCE_TYPES = ("llama", "mistral", "qwen2")
+HF_SOURCE_TYPES = tuple(t for t, arch in HF_TO_GGUF_ARCH.items() if arch in CONVERT)
+# Towers of multimodal wrappers (Gemma3ForConditionalGeneration) that the text model skips.
+_NOT_TEXT = ("vision_tower.", "vision_model.", "multi_modal_projector.", "multimodal_projector.")
 
 
 def _permute(w: np.ndarray, n_head: int, n_head_kv: int | None) -> np.ndarray:
@@ -62,26 +88,31 @@ class HFSource:
         self.model = model
         self.path = Path(model.path)
         try:
-            self.config = json.loads((self.path / "config.json").read_text())
+            config = json.loads((self.path / "config.json").read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ArtifactError(f"{self.path}/config.json is unreadable ({err})") from None
-        model_type = str(self.config.get("model_type", ""))
+        model_type = str(config.get("model_type", ""))
         if model_type not in HF_SOURCE_TYPES:
             raise ConfigError(
                 f"{self.path}: model_type {model_type!r} is not supported; "
                 f"supported: {', '.join(HF_SOURCE_TYPES)}"
             )
+        # A multimodal wrapper keeps its language model's hyper-parameters under text_config.
+        self.config = {**config, **(config.get("text_config") or {})}
         self.arch = HF_TO_GGUF_ARCH[model_type]
-        self._files = {}
+        self.convert = CONVERT[self.arch]
+        # converter name (wrapper's "language_model." dropped) -> (open file, key in that file)
+        self._files: dict[str, tuple[Any, str]] = {}
         for st in sorted(self.path.glob("*.safetensors")):
             handle = safe_open(str(st), "np")
             for key in handle.keys():
-                self._files[key] = handle
+                if not any(part in key for part in _NOT_TEXT):
+                    self._files[key.replace("language_model.", "")] = (handle, key)
         self.tokenizer_from = Path(tokenizer_from) if tokenizer_from else None
         self.alignment = 32
         import gguf
 
-        arch_enum = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2}[self.arch]
+        arch_enum = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == self.arch)
         self._name_map = gguf.get_tensor_name_map(arch_enum, self.n_layer)
         self._hf_by_gguf: dict[str, str] = {}
         for key in self._files:
@@ -114,26 +145,41 @@ class HFSource:
     def specs(self) -> list[TensorSpec]:
         out = []
         for name in sorted(self._hf_by_gguf, key=self._order):
-            handle = self._files[self._hf_by_gguf[name]]
-            shape = tuple(
-                int(x) for x in reversed(handle.get_slice(self._hf_by_gguf[name]).get_shape())
-            )
+            handle, key = self._files[self._hf_by_gguf[name]]
+            shape = tuple(int(x) for x in reversed(handle.get_slice(key).get_shape()))
+            if name == "token_embd.weight" and self._vocab_rows is not None:
+                shape = (shape[0], min(shape[1], self._vocab_rows))
             out.append(TensorSpec(name, shape, "F32"))
         return out
+
+    @cached_property
+    def _vocab_rows(self) -> int | None:
+        """Gemma3Model keeps only the token_embd rows its tokenizer has (the rest are padding)."""
+        if not self.convert.trim_vocab:
+            return None
+        try:
+            fields = self._tokenizer_fields()
+        except ConfigError:
+            return None  # no tokenizer yet: the rows stay; kv_fields() will ask for one
+        return next(len(kv.value) for kv in fields if kv.key == "tokenizer.ggml.tokens")
 
     def spec(self, name: str) -> TensorSpec:
         return next(s for s in self.specs if s.name == name)
 
     def tensor(self, name: str) -> np.ndarray:
-        key = self._hf_by_gguf[name]
-        w = np.asarray(self._files[key].get_tensor(key), dtype=np.float32)
-        if self.arch == "llama":
+        handle, key = self._files[self._hf_by_gguf[name]]
+        w = np.asarray(handle.get_tensor(key), dtype=np.float32)
+        if self.convert.permute_qk:
             n_head = int(self.config["num_attention_heads"])
             n_kv = int(self.config.get("num_key_value_heads", n_head))
             if name.endswith("attn_q.weight"):
                 w = _permute(w, n_head, n_head)
             elif name.endswith("attn_k.weight"):
                 w = _permute(w, n_head, n_kv)
+        if self.convert.norm_shift and key.endswith("norm.weight"):
+            w = w + np.float32(self.convert.norm_shift)
+        if name == "token_embd.weight" and self._vocab_rows is not None:
+            w = w[: self._vocab_rows]
         return w
 
     def raw(self, name: str) -> tuple[np.ndarray, str]:
@@ -158,7 +204,7 @@ class HFSource:
             n_head_kv=int(c.get("num_key_value_heads", n_head)),
             head_dim=int(c.get("head_dim") or c["hidden_size"] // n_head),
             n_ctx_train=int(c.get("max_position_embeddings", 0)),
-            n_vocab=int(c["vocab_size"]),
+            n_vocab=self._vocab_rows or int(c["vocab_size"]),
             n_params=sum(s.n_params for s in self.specs),
         )
 
@@ -166,7 +212,11 @@ class HFSource:
         from gguf import GGUFValueType as T
 
         c, a, i = self.config, self.arch, self.info
-        rope = c.get("rope_parameters") or {}
+        # transformers 5 keeps rope settings in rope_parameters, per attention kind for gemma3;
+        # GGUF's freq_base is the full-attention layers' (llama.cpp fixes gemma3's sliding
+        # layers at 10000, Gemma3Model writes only the global theta).
+        rope = c.get("rope_parameters") or c.get("rope_scaling") or {}
+        rope = rope.get("full_attention", rope)
         theta = float(rope.get("rope_theta", c.get("rope_theta", 10000.0)))
         fields = [
             KVField("general.name", self.path.name, T.STRING, None),
@@ -185,11 +235,35 @@ class HFSource:
             ),
             KVField(f"{a}.rope.dimension_count", i.head_dim, T.UINT32, None),
         ]
-        if i.head_dim != i.n_embd // i.n_head:
+        if c.get("head_dim") or i.head_dim != i.n_embd // i.n_head:
             fields += [
                 KVField(f"{a}.attention.key_length", i.head_dim, T.UINT32, None),
                 KVField(f"{a}.attention.value_length", i.head_dim, T.UINT32, None),
             ]
+        if rope.get("rope_type", rope.get("type")) == "linear":
+            fields += [
+                KVField(f"{a}.rope.scaling.type", "linear", T.STRING, None),
+                KVField(f"{a}.rope.scaling.factor", float(rope["factor"]), T.FLOAT32, None),
+            ]
+        elif rope.get("rope_type", "default") != "default":
+            logger.warning("%s: rope scaling %s is not written to the GGUF", self.path, rope)
+        # llama.cpp scales gemma attention by 1/sqrt(head_dim) (hidden/heads for the 27B) and
+        # has no key for query_pre_attn_scalar; say so rather than export a different model.
+        scalar = c.get("query_pre_attn_scalar")
+        if scalar is not None and scalar not in (i.head_dim, i.n_embd // i.n_head):
+            logger.warning(
+                "%s: query_pre_attn_scalar=%s but llama.cpp scales attention by 1/sqrt(%d)",
+                self.path,
+                scalar,
+                i.head_dim,
+            )
+        if c.get("final_logit_softcapping"):
+            cap = float(c["final_logit_softcapping"])
+            fields.append(KVField(f"{a}.final_logit_softcapping", cap, T.FLOAT32, None))
+        pattern = c.get("sliding_window_pattern", c.get("_sliding_window_pattern"))
+        if self.convert.sliding_window and c.get("sliding_window") and pattern != 1:
+            window = int(c["sliding_window"])
+            fields.append(KVField(f"{a}.attention.sliding_window", window, T.UINT32, None))
         return fields
 
     def _tokenizer_fields(self) -> list[KVField]:
@@ -202,7 +276,8 @@ class HFSource:
         if (self.path / "tokenizer.json").exists():
             return self._vocab_from_tokenizer_json()
         raise ConfigError(
-            f"{self.path} has no tokenizer.json; pass a GGUF of the same model with --tokenizer-from"
+            f"{self.path} has no tokenizer.json; "
+            "pass a GGUF of the same model with --tokenizer-from"
         )
 
     def _vocab_from_tokenizer_json(self) -> list[KVField]:
