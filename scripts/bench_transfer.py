@@ -1,12 +1,15 @@
 """Leave-one-family-out transfer benchmark (issue 13) -> bench/transfer.json + bench/transfer.md.
 
 For each held-out family (the policy and the error regression are trained without it) and
-budgets from 4.0 bpw to just below the source file's size (Gemma-3-270M from 4.3: its smallest
-legal file without an importance matrix is 4.23 bpw, the 262k-row token_embd being large):
+budgets from 4.0 bpw to just below the source file's size, starting just above the smallest
+legal file without an importance matrix (SmolLM2-135M: 4.03 bpw, so 4.1; Gemma-3-270M: 4.23 bpw,
+its 262k-row token_embd being large, so 4.3):
 
   (a) kld_preset: the best llama.cpp preset or uniform type, with or without imatrix, whose
-      file is at least as large as every allocation of the row (anchors of
-      bench/allocation.json: same data, WikiText-2 test, 6 x 512 tokens, same reference);
+      file is at least as large as every allocation of the row, in its size class (up to 5%
+      larger, or up to 5% above the nearest larger one) and smaller than the source file
+      (bench_search.best_anchor; anchors of bench/allocation.json: same data, WikiText-2
+      test, 6 x 512 tokens, same reference);
   (b) kld_zero_shot: `allocate --method sac` with a policy trained without the family:
       measurement-free (target_measurements 0), repaired by the policy's own preferences;
   (c) kld_predicted_knapsack: the knapsack over an error table predicted from the same
@@ -39,10 +42,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_search import best_anchor  # the size-class rule every bench table uses
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = {"smollm2-135m": "llama", "gemma3-270m": "gemma3"}
-BUDGETS = {"smollm2-135m": (4.0, 4.4, 4.8, 5.2, 5.6), "gemma3-270m": (4.3, 4.6, 5.2, 6.0, 7.0)}
+BUDGETS = {"smollm2-135m": (4.1, 4.4, 4.8, 5.2, 5.6), "gemma3-270m": (4.3, 4.6, 5.2, 6.0, 7.0)}
 TRAIN_BUDGETS = (4.0, 4.4, 4.8, 5.2, 5.6, 6.0, 6.5, 7.0)
 KEYS = (
     "model",
@@ -159,8 +163,12 @@ def cold_apply(path: Path, policy: Path, budget: float) -> dict:
 
 
 def anchors(name: str) -> list[dict]:
+    """bench/allocation.json's anchors in bench_search's shape (bytes, kld)."""
     doc = json.loads((ROOT / "bench" / "allocation.json").read_text())
-    return doc["results"][name]["anchors"]
+    return [
+        {**a, "bytes": a["size_bytes"], "kld": a["mean_kld"]}
+        for a in doc["results"][name]["anchors"]
+    ]
 
 
 def main() -> None:
@@ -234,10 +242,10 @@ def main() -> None:
                 for k, r in (("zs", zs), ("pk", pk), ("or", oracle))
             }
             k_zs, k_pk, k_or = (kld_of(source, r) for r in (zs, pk, oracle))
-            biggest = max(sizes_b.values())
-            fitting = [a for a in anchors(held) if a["size_bytes"] >= biggest]
-            best = min(fitting, key=lambda a: a["mean_kld"]) if fitting else None
-            k_pre = best["mean_kld"] if best else None
+            best = best_anchor(
+                anchors(held), max(sizes_b.values()), Path(source.path).stat().st_size
+            )
+            k_pre = best["kld"] if best else None
             gap = None
             if k_pre is not None and k_or < k_pre:
                 gap = round((k_pre - k_zs) / (k_pre - k_or), 3)
@@ -265,7 +273,7 @@ def main() -> None:
                     "model": held,
                     "budget_bpw": bpw,
                     "preset": best and best["method"],
-                    "preset_bytes": best and best["size_bytes"],
+                    "preset_bytes": best and best["bytes"],
                     "bytes_predicted": sizes_b["pk"],
                     "bytes_oracle": sizes_b["or"],
                     "policy_size_ratio": n["policy_size_ratio"],
@@ -303,7 +311,8 @@ def write_md(rows: list[dict], extra: dict, curves: list[str]) -> None:
         "of the exported GGUF against the source model, llama.cpp, WikiText-2 **test**, 6 x 512 "
         "tokens (no calibration, training or reward used these tokens). preset = best llama.cpp "
         "preset or uniform type (with or without imatrix) at least as large as every allocation "
-        "of the row (bench/allocation.json anchors). zero-shot = `allocate --method sac` with a "
+        "of the row, at most 5% larger (or 5% above the nearest larger one) and smaller than the "
+        "source file (bench/allocation.json anchors). zero-shot = `allocate --method sac` with a "
         "policy trained without the family (target_measurements 0). predicted = knapsack over "
         "an error table predicted by a ridge regression on the same features, fitted on the "
         "training families. oracle = knapsack over the target's measured table. gap_closed = "

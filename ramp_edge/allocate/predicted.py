@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ramp_edge.allocate.sensitivity import SensitivityTable, TensorCosts
+from ramp_edge.errors import ConfigError
 from ramp_edge.quant.catalogue import CATALOGUE
 
 _TYPES = tuple(t for t, q in CATALOGUE.items() if q.allocatable)
@@ -101,6 +102,32 @@ class ErrorModel:
         pred = Z @ coef[:-1] + coef[-1]
         r2 = 1.0 - float(((y - pred) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-30))
         return cls(coef, mean, std, tuple(t.model_id for t in tables), r2)
+
+    def to_dict(self) -> dict:
+        """JSON-able (a policy's metadata carries its prior's regression)."""
+        return {
+            "coef": [float(v) for v in self.coef],
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "types": list(_TYPES),
+            "train_models": list(self.train_models),
+            "r2": float(self.r2),
+        }
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> ErrorModel:
+        if list(doc.get("types", [])) != list(_TYPES):
+            raise ConfigError(
+                "the error regression was fitted with another candidate type list "
+                f"({len(doc.get('types', []))} types; this version has {len(_TYPES)})"
+            )
+        return cls(
+            np.asarray(doc["coef"], np.float64),
+            np.asarray(doc["mean"], np.float64),
+            np.asarray(doc["std"], np.float64),
+            tuple(doc.get("train_models", ())),
+            float(doc.get("r2", float("nan"))),
+        )
 
     def predict_table(
         self, table: SensitivityTable, obs: np.ndarray, source_types: Sequence[str]

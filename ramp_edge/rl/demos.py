@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ramp_edge.allocate import knapsack as ks
-from ramp_edge.allocate.sensitivity import SensitivityTable, TensorCosts
+from ramp_edge.allocate.sensitivity import SensitivityTable
 from ramp_edge.rl.env import SPAN_BPW, AllocationEnv, ModelTask
 
 
@@ -41,18 +41,6 @@ class Demonstrations:
         return len(self.rewards)
 
 
-def task_table(task: ModelTask) -> SensitivityTable:
-    """The task's options as a SensitivityTable (bytes descending), for the knapsack."""
-    return SensitivityTable(
-        task.model_id,
-        tuple(
-            TensorCosts(name, (n,), n, tuple(sorted(opts, key=lambda o: (-o[1], o[2]))))
-            for name, n, opts in zip(task.names, task.n_params, task.options, strict=True)
-        ),
-        task.fixed_bytes,
-    )
-
-
 def _episode(
     task: ModelTask, table: SensitivityTable, capacity: int, true_quality=None
 ) -> tuple[list, float]:
@@ -65,8 +53,8 @@ def _episode(
     steps = []
     for name, n, opts in zip(task.names, task.n_params, task.options, strict=True):
         nbytes = next(o[1] for o in opts if o[0] == types[name])
-        # The action that makes the environment pick this type: its bpw relative to par.
-        action = np.clip((nbytes * 8 / n - env._bpw_left()) / SPAN_BPW, -1.0, 1.0)
+        # The action that makes the environment pick this type: its bpw relative to the base.
+        action = np.clip((nbytes * 8 / n - env.base_bpw()) / SPAN_BPW, -1.0, 1.0)
         action = np.array([action], dtype=np.float32)
         next_obs, reward, done, _, info = env.step(action)
         steps.append((obs, action, reward, next_obs, float(done)))
@@ -92,7 +80,7 @@ def knapsack_demonstrations(
     rows: list = []
     errors = []
     for task in tasks:
-        table = task_table(task)
+        table = task.table()
         seen: set[int] = set()
         for bpw in grid:
             cap = int(min(max(task.capacity_for_bpw(float(bpw)), task.min_bytes), task.max_bytes))

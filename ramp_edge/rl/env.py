@@ -1,6 +1,6 @@
 """`AllocationEnv`: a gymnasium environment in which one episode quantizes one model.
 
-Each step is one quantizable tensor, in file order. The observation (OBS_DIM = 28) is
+Each step is one quantizable tensor, in file order. The observation (OBS_DIM = 29) is
 
     the tensor's 11 features (`features_adapter`: activation and weight statistics, relative
         depth, role code, fan-in, size share),
@@ -11,15 +11,19 @@ Each step is one quantizable tensor, in file order. The observation (OBS_DIM = 2
         legal candidate in action units, and the role one-hot (10 roles of
         `features.embed.ROLES`),
     the budget state: bits used so far / capacity, par action (the bits per weight left per
-        weight left, in action units, below), fraction of tensors left.
+        weight left, in action units, below), fraction of tensors left, and the base action
+        (what action 0 asks for this tensor, below).
 
-The action is one number in [-1, 1], read as a change of bits per weight around par: the
-target is ``bpw_left + action * SPAN_BPW``, where ``bpw_left`` is the remaining budget spread
-evenly over the remaining weights; the tensor takes the candidate type (its SensitivityTable
-options: legal types only, llama.cpp's fallbacks applied) whose bits per weight are nearest.
-Action 0 therefore spends the budget evenly, and the policy only learns which tensors deserve
-more or fewer bits than average: budget tracking is built in, and the same action means the
-same thing on every model and budget, which zero-shot transfer needs. A bpw target rather than
+The action is one number in [-1, 1], read as a change of bits per weight around a base: the
+target is ``base + action * SPAN_BPW``; the tensor takes the candidate type (its
+SensitivityTable options: legal types only, llama.cpp's fallbacks applied) whose bits per
+weight are nearest. With a prior (`ModelTask.predicted`, `ramp_edge.rl.prior`: the knapsack
+over errors predicted from the observation) the base is the prior's bits per weight for the
+tensor plus the drift of the remaining budget from the prior's plan, spread evenly; without
+one it is par, ``bpw_left``, the remaining budget spread evenly over the remaining weights.
+Action 0 therefore follows the prior (or spends evenly), and the policy only learns where to
+deviate: budget tracking is built in, and the same action means the same thing on every model
+and budget, which zero-shot transfer needs. A bpw target rather than
 an index into each tensor's list matters because the lists differ: SmolLM2's 576-wide rows fit
 no K-quant, its 1536-wide ffn_down rows do. The observation's "par action" places ``bpw_left``
 on the fixed scale [BPW_LO, BPW_HI] -> [-1, 1].
@@ -38,6 +42,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from ramp_edge.allocate import knapsack as ks
+from ramp_edge.allocate.sensitivity import SensitivityTable, TensorCosts
 from ramp_edge.errors import BudgetError, ConfigError
 from ramp_edge.rl import reward as rw
 from ramp_edge.rl.features_adapter import N_FEATURES, ROLES
@@ -49,7 +55,7 @@ BPW_HI = 8.5  # Q8_0: larger types buy nothing measurable at these budgets
 SPAN_BPW = 3.0  # action +-1 = 3 bpw above/below par: Q8_0 vs Q5_K, or Q2_K vs Q5_K
 REF_BPW = 4.5  # the quality scale is the summed error at the type nearest 4.5 bpw (Q4_0-like)
 JITTER_BPW = 0.15  # training budgets vary by up to this much, so the policy sees a continuum
-N_BUDGET_STATE = 3
+N_BUDGET_STATE = 4  # used / capacity, par action, fraction left, base action (the prior)
 N_EXTRA = 4 + len(ROLES)  # source bpw, K-quant legal, min/max legal bpw, role one-hot
 OBS_DIM = N_FEATURES + N_EXTRA + N_BUDGET_STATE
 OBS_BOUND = 20.0  # features are clipped to +-16; budget state to +-4
@@ -80,6 +86,9 @@ class ModelTask:
     fixed_bytes: int  # header + tensors not chosen, padded
     total_params: int  # every parameter of the model (what bpw budgets count)
     extras: np.ndarray | None = None  # (n_tensors, N_EXTRA) float32, `tensor_extras`
+    source_types: tuple[str | None, ...] | None = None  # each tensor's type in the source file
+    # per tensor, per option: the error the policy's prior predicts (`rl.prior.with_prior`)
+    predicted: tuple[tuple[float, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.names:
@@ -114,6 +123,36 @@ class ModelTask:
     @property
     def sizes(self) -> np.ndarray:
         return np.asarray(self.n_params, dtype=np.float64)
+
+    def table(self, predicted: bool = False) -> SensitivityTable:
+        """The options as a SensitivityTable (bytes descending), for the knapsack; with
+        `predicted` the errors are the prior's predictions instead of the task's own."""
+        rows = []
+        for i, (name, n, opts) in enumerate(
+            zip(self.names, self.n_params, self.options, strict=True)
+        ):
+            if predicted:
+                assert self.predicted is not None
+                opts = tuple((o[0], o[1], e) for o, e in zip(opts, self.predicted[i], strict=True))
+            rows.append(
+                TensorCosts(name, (n,), n, tuple(sorted(opts, key=lambda o: (-o[1], o[2]))))
+            )
+        return SensitivityTable(self.model_id, tuple(rows), self.fixed_bytes)
+
+    def prior_bits(self, capacity: int) -> np.ndarray | None:
+        """Bits per tensor of the knapsack over the predicted errors at `capacity` bytes (the
+        policy's prior, `rl.prior`); None without predictions."""
+        if self.predicted is None:
+            return None
+        table = self.table(predicted=True)
+        types = ks.choice_types(table, ks.allocate_knapsack(table, capacity))
+        return np.asarray(
+            [
+                next(o[1] for o in opts if o[0] == types[name]) * 8.0
+                for name, opts in zip(self.names, self.options, strict=True)
+            ],
+            dtype=np.float64,
+        )
 
 
 def tensor_extras(
@@ -205,6 +244,7 @@ def make_task(
         fixed_bytes=int(header_bytes) + _pad(int(table.fixed_bytes)),
         total_params=int(source.info.n_params),
         extras=extras,
+        source_types=tuple(specs[n].source_type if n in specs else None for n in names),
     )
 
 
@@ -287,6 +327,7 @@ class AllocationEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
         self._rng = np.random.default_rng(seed)
         self.episodes = 0
+        self._priors: dict[tuple[int, int], np.ndarray | None] = {}
         self._start(self.tasks[0], self._capacity(self.tasks[0]))
 
     # ------------------------------------------------------------------ episode state
@@ -314,6 +355,20 @@ class AllocationEnv(gym.Env):
         self.par_bpw0 = capacity * 8 / float(task.sizes.sum())
         self.err_scale = quality_scale(task)
         self._params_left = float(task.sizes.sum())
+        key = (id(task), capacity)
+        if key not in self._priors:
+            self._priors[key] = task.prior_bits(capacity)
+        self.prior = self._priors[key]  # bits per tensor, or None: par is the base
+        self._prior_left = float(self.prior.sum()) if self.prior is not None else 0.0
+
+    def base_bpw(self) -> float:
+        """What action 0 asks for the current tensor: the prior's bits per weight, plus the
+        remaining budget's drift from the prior's plan spread evenly; without a prior, par."""
+        bpw_left = self._bpw_left()
+        if self.prior is None or self.i >= len(self.task.names) or self._params_left <= 0:
+            return bpw_left
+        n = self.task.n_params[self.i]
+        return self.prior[self.i] / n + bpw_left - self._prior_left / self._params_left
 
     def _projected(self) -> float:
         """Final bytes if every remaining tensor got exactly the remaining average bpw."""
@@ -337,6 +392,7 @@ class AllocationEnv(gym.Env):
                 np.clip(self.used / self.capacity, 0.0, 4.0),
                 np.clip(bpw_to_action(bpw_left), -4.0, 4.0),
                 (n - self.i) / n,
+                np.clip(bpw_to_action(self.base_bpw()), -4.0, 4.0),
             ],
             dtype=np.float32,
         )
@@ -356,8 +412,10 @@ class AllocationEnv(gym.Env):
         task = self.task
         a = float(np.clip(np.asarray(action, dtype=np.float32).reshape(-1)[0], -1.0, 1.0))
         opts = task.options[self.i]
-        target = self._bpw_left() + a * SPAN_BPW
+        target = self.base_bpw() + a * SPAN_BPW
         idx = pick_option(opts, task.n_params[self.i], target)
+        if self.prior is not None:
+            self._prior_left -= self.prior[self.i]
         qtype, nbytes, err = opts[idx]
         self.targets.append(target)
         self.actions.append(a)

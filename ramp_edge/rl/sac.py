@@ -45,12 +45,13 @@ logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, float, str], None]
 META_MEMBER = "ramp_edge.json"
-# Format 3: 28 inputs (11 features + 14 source/legality/role extras + 3 budget state), the
-# activation features from calibration statistics. Older formats are refused by obs_dim.
-POLICY_FORMAT = 3
+# Format 4: 29 inputs (11 features + 14 source/legality/role extras + 4 budget state), actions
+# relative to the prior (`rl.prior`, its regression in the metadata). Older formats are
+# refused by obs_dim.
+POLICY_FORMAT = 4
 DEFAULT_BUDGETS_BPW = (3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 6.5)
 
-# SAC settings. Small networks: 28 inputs, 1 output; [64, 64] keeps policy.zip ~100 kB and
+# SAC settings. Small networks: 29 inputs, 1 output; [64, 64] keeps policy.zip ~100 kB and
 # updates fast on 2 CPU cores. gamma 0.99: an episode is ~200 steps and the budget term is
 # densely shaped, so a ~100-step horizon suffices. learning_starts: one SmolLM2 episode of
 # random actions before the first update.
@@ -234,9 +235,16 @@ def train(
     """
     import torch
 
+    from ramp_edge.allocate.predicted import ErrorModel
+    from ramp_edge.rl.prior import fit_prior, with_prior
+
     torch.set_num_threads(1)  # tiny networks: threads cost more than they give on shared cores
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # The prior's regression: the resumed policy's own, else fitted on the tasks' measured tables.
+    prior_doc = read_metadata(resume).get("prior") if resume is not None else None
+    prior = ErrorModel.from_dict(prior_doc) if prior_doc else fit_prior(tasks)
+    tasks = [with_prior(t, prior) for t in tasks]
     env = AllocationEnv(
         tasks,
         budgets_bpw,
@@ -276,7 +284,8 @@ def train(
         "features": "layer embedding with activation statistics + source/legality/role extras",
         "quality": "measured KLD" if true_quality is not None and true_every == 1 else "surrogate",
         "bpw_range": [BPW_LO, BPW_HI],
-        "action": {"kind": "residual-bpw", "span_bpw": SPAN_BPW},
+        "action": {"kind": "residual-bpw", "base": "prior", "span_bpw": SPAN_BPW},
+        "prior": prior.to_dict(),
         "reward": config.to_dict(),
         "sac": dict(SAC_KWARGS),
         "models": [t.model_id for t in tasks],
@@ -493,7 +502,7 @@ class PolicyChoices:
 
     types: Mapping[str, str]  # tensor -> type the policy picked
     target_bpw: Mapping[str, float]  # tensor -> bits per weight it asked for
-    score: Mapping[str, float]  # tensor -> its action: bits above par / SPAN_BPW, in [-1, 1]
+    score: Mapping[str, float]  # tensor -> its action: bits above the base / SPAN_BPW, [-1, 1]
     policy_bytes: int  # bytes of the chosen tensors as picked
     capacity: int  # bytes the policy had for them
     features_seconds: float  # observation: weight + activation statistics (cached per model)
@@ -513,11 +522,15 @@ def policy_choices(
         capacity: bytes the chosen tensors may take (file budget - header - fixed tensors).
         policy_path: a policy zip written by `train`.
     """
+    from ramp_edge.allocate.predicted import ErrorModel
+    from ramp_edge.rl.prior import with_prior
+
     start = time.perf_counter()
     meta = read_metadata(policy_path)
     task = make_task(source, table, header_bytes=0, activations=True)
     features_done = time.perf_counter()
     model, meta = load_policy(policy_path)
+    task = with_prior(task, ErrorModel.from_dict(meta["prior"]))
     capacity = max(min(capacity, task.max_bytes), task.min_bytes)
     env = AllocationEnv([task], capacity=capacity)
     obs, _ = env.reset(seed=0)

@@ -46,7 +46,7 @@ def test_demonstrations_replay_the_knapsack_exactly():
 
     task = _task()
     d = dm.knapsack_demonstrations([task], (4.0, 5.0))
-    table = dm.task_table(task)
+    table = task.table()
     assert len(d) == len(d.episode_errors) * len(task.names)
     assert np.all(np.abs(d.actions) <= 1) and d.dones.sum() == len(d.episode_errors)
     cap = task.capacity_for_bpw(4.5)
@@ -68,7 +68,7 @@ def test_cloned_policy_matches_knapsack_and_beats_even_spending():
     assert model.replay_buffer.size() == len(d)
     assert dm.behaviour_clone(model, d, epochs=300) < 0.01
 
-    table = dm.task_table(task)
+    table = task.table()
     for bpw in (4.2, 4.7):
         cap = task.capacity_for_bpw(bpw)
         best = ks.choice_error(table, ks.allocate_knapsack(table, cap))

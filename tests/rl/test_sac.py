@@ -46,7 +46,7 @@ def test_train_then_apply_fits_budget(stories, tmp_path):
     with zipfile.ZipFile(out) as zf:
         assert sac.META_MEMBER in zf.namelist()
     meta = sac.read_metadata(out)
-    assert meta["system"]["ramp_edge"] and meta["obs_dim"] == 28
+    assert meta["system"]["ramp_edge"] and meta["obs_dim"] == 29 and "prior" in meta
 
     from ramp_edge.allocate.repair import allocate_with_policy
 
