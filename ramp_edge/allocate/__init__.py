@@ -1,3 +1,3 @@
 """Allocation: choose a quant type per tensor under a global budget (RAMP and baselines)."""
 
-METHODS = ("knapsack", "measured", "greedy", "sac", "preset", "uniform")
+METHODS = ("knapsack", "measured", "greedy", "sac", "predicted", "preset", "uniform")

@@ -160,7 +160,7 @@ def allocate(
             if p not in ("F32", "BF16") and (imatrix is not None or p not in IMATRIX_ADVISED)
         ]
         return _largest_fitting(source, usable, budget, method, imatrix is not None)
-    if method == "sac":
+    if method in ("sac", "predicted"):
         # Measurement-free: only the policy's observation is computed (issue 13).
         from ramp_edge.allocate.repair import allocate_with_policy
 
@@ -168,7 +168,8 @@ def allocate(
             from ramp_edge import paths
 
             policy = str(paths.data_dir() / "policies" / DEFAULT_POLICY)
-        return allocate_with_policy(source, budget, policy, candidates, imatrix is not None)
+        run = allocate_with_policy if method == "sac" else _predicted
+        return run(source, budget, policy, candidates, imatrix is not None)
     table = error_table(
         source, candidates, imatrix, imatrix_id, calibrate_roles, progress, ray_address
     )
@@ -189,6 +190,53 @@ def allocate(
             source, table, budget, capacity, imatrix, imatrix_id, search, eval_settings, progress
         )
     return fit_to_budget(source, table, choice, budget, method)
+
+
+def _predicted(
+    source,
+    budget,
+    policy_path: str,
+    types: tuple[str, ...] = DEFAULT_CANDIDATES,
+    has_imatrix: bool = False,
+):
+    """`allocate --method predicted`: the knapsack over errors predicted by the policy's prior.
+
+    The policy's own regression (`rl.prior`, in its metadata) predicts every candidate's error
+    from the same observation the policy sees; the exact knapsack then allocates on those
+    predictions, as the policy does with all actions 0. Nothing is measured on the target.
+    """
+    import time
+
+    from ramp_edge.allocate.predicted import ErrorModel, source_types
+    from ramp_edge.allocate.repair import size_table
+    from ramp_edge.rl.env import make_task
+    from ramp_edge.rl.sac import read_metadata
+
+    start = time.perf_counter()
+    meta = read_metadata(policy_path)
+    table = size_table(source, types, has_imatrix)
+    task = make_task(source, table, header_bytes=0, activations=True)
+    features_done = time.perf_counter()
+    obs = np.concatenate([task.features, task.extras], 1)
+    predicted = ErrorModel.from_dict(meta["prior"]).predict_table(
+        table, obs, source_types(source, table)
+    )
+    target = budget.target_bytes(source.info.n_params)
+    header = plan_export(source, _recipe_from_types(source, {}, "predicted", budget)).header_bytes
+    lo, _ = ks.min_max_bytes(predicted)
+    capacity = max(ks.capacity_for(predicted, target, header), lo)
+    recipe = fit_to_budget(
+        source, predicted, ks.allocate_knapsack(predicted, capacity), budget, "predicted"
+    )
+    notes = {
+        **recipe.notes,
+        "target_measurements": 0,
+        "policy": str(policy_path),
+        "policy_models": list(meta.get("models", [])),
+        "features_seconds": round(features_done - start, 3),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    return Recipe(recipe.model_id, recipe.allocation, "predicted", str(budget), notes)
 
 
 def check_types(types: tuple[str, ...] | None) -> tuple[str, ...]:

@@ -43,7 +43,9 @@ def _lagrangian(table: SensitivityTable, lam: float) -> Choice:
 
 
 def _upgrade_step(t: TensorCosts, idx: int, room: int) -> tuple[float, int] | None:
-    """Best upgrade (lower index = more bytes) of one tensor within `room` bytes: (gain/byte, new idx)."""
+    """Best upgrade (lower index = more bytes) of one tensor within `room` bytes.
+
+    Returns (error gain per byte, new index), or None."""
     best = None
     _, cur_bytes, cur_err = t.options[idx]
     for j in range(idx):
@@ -146,7 +148,8 @@ def allocate_knapsack(table: SensitivityTable, capacity: int) -> Choice:
     lo_bytes, _ = min_max_bytes(table)
     if capacity < lo_bytes:
         raise BudgetError(
-            f"budget leaves {capacity:,} bytes for weights; the smallest allocation needs {lo_bytes:,}"
+            f"budget leaves {capacity:,} bytes for weights; "
+            f"the smallest allocation needs {lo_bytes:,}"
         )
     relaxed = _lagrangian_fit(table, capacity)
     if not table.tensors:

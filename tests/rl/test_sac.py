@@ -58,6 +58,14 @@ def test_train_then_apply_fits_budget(stories, tmp_path):
     size = plan_export(source, recipe).size_bytes
     assert size <= budget.target_bytes(source.info.n_params)
 
+    # --method predicted: the policy's prior alone (the knapsack over its predicted errors)
+    from ramp_edge.allocate.api import allocate
+
+    prior = allocate(source, budget, "predicted", policy=str(out))
+    assert prior.method == "predicted" and prior.notes["target_measurements"] == 0
+    assert prior.notes["estimated_error"] > 0  # the prediction, in the knapsack's units
+    assert plan_export(source, prior).size_bytes <= budget.target_bytes(source.info.n_params)
+
     # resumable from the periodic checkpoint, which carries the metadata too
     ckpt = out.with_name("policy.ckpt.zip")
     assert sac.read_metadata(ckpt)["steps"] in (32, 64)
