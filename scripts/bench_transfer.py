@@ -12,8 +12,10 @@ its 262k-row token_embd being large, so 4.3):
       test, 6 x 512 tokens, same reference);
   (b) kld_zero_shot: `allocate --method sac` with a policy trained without the family:
       measurement-free (target_measurements 0), repaired by the policy's own preferences;
-  (c) kld_predicted_knapsack: the knapsack over an error table predicted from the same
-      features by a ridge regression fitted on the training families' measured tables;
+  (c) kld_predicted_knapsack: `allocate --method predicted` with the same policy: the
+      knapsack over an error table predicted from the same features by its prior, a ridge
+      regression fitted on the training families' measured tables (`rl.prior`); the policy
+      with every action 0;
   (d) kld_oracle: the knapsack over the target's measured, KLD-calibrated table.
 
 Every KLD is measured on the exported GGUF with llama.cpp against the source model on
@@ -67,7 +69,6 @@ logger = logging.getLogger("bench_transfer")
 
 
 def prepare(name: str):
-    from ramp_edge.allocate.predicted import source_types
     from ramp_edge.allocate.sensitivity import calibrate, measure_sensitivity
     from ramp_edge.models import resolve
     from ramp_edge.rl.env import make_task
@@ -77,16 +78,7 @@ def prepare(name: str):
     t0 = time.perf_counter()
     table = calibrate(source, measure_sensitivity(source))
     logger.info("%s: measured table in %.0f s", name, time.perf_counter() - t0)
-    task = make_task(source, table)
-    obs = np.concatenate([task.features, task.extras], 1)
-    return {
-        "name": name,
-        "source": source,
-        "table": table,
-        "task": task,
-        "obs": obs,
-        "src": source_types(source, table),
-    }
+    return {"name": name, "source": source, "table": table, "task": make_task(source, table)}
 
 
 def train_policy(models: list[dict], out: Path, steps: int, seed: int = 0) -> Path:
@@ -184,12 +176,11 @@ def main() -> None:
     )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from ramp_edge.allocate import knapsack as ks
-    from ramp_edge.allocate.api import allocate, fit_to_budget
+    from ramp_edge.allocate.api import allocate
     from ramp_edge.allocate.budget import parse_budget
-    from ramp_edge.allocate.predicted import ErrorModel
-    from ramp_edge.allocate.repair import allocate_with_policy, size_table
+    from ramp_edge.allocate.repair import allocate_with_policy
     from ramp_edge.quant.export import plan_export
+    from ramp_edge.rl.sac import read_metadata
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -202,13 +193,10 @@ def main() -> None:
         target = models[held]
         policy = train_policy(train, work / f"policy-without-{held}.zip", args.steps)
         extra["policies"][held] = str(policy)
-        reg = ErrorModel.fit(
-            [m["table"] for m in train], [m["obs"] for m in train], [m["src"] for m in train]
-        )
-        extra["regression_r2"][held] = round(reg.r2, 3)
+        # (c) is `allocate --method predicted` with the same policy: its prior's regression,
+        # fitted on the training families' measured tables, alone.
+        extra["regression_r2"][held] = round(read_metadata(policy)["prior"]["r2"], 4)
         source = target["source"]
-        sizes = size_table(source)
-        predicted = reg.predict_table(sizes, target["obs"], target["src"])
         if args.cold:
             cold = cold_apply(source.path, policy, 5.0)
             extra["cold_apply"][held] = cold
@@ -223,19 +211,7 @@ def main() -> None:
         for bpw in BUDGETS[held]:
             budget = parse_budget(f"{bpw}bpw")
             zs = allocate_with_policy(source, budget, str(policy))
-            cap = ks.capacity_for(
-                predicted,
-                budget.target_bytes(source.info.n_params),
-                plan_export(source, zs).header_bytes,
-            )
-            lo, _ = ks.min_max_bytes(predicted)
-            pk = fit_to_budget(
-                source,
-                predicted,
-                ks.allocate_knapsack(predicted, max(cap, lo)),
-                budget,
-                "predicted",
-            )
+            pk = allocate(source, budget, "predicted", policy=str(policy))
             oracle = allocate(source, budget, "knapsack")
             sizes_b = {
                 k: plan_export(source, r).size_bytes
@@ -313,9 +289,11 @@ def write_md(rows: list[dict], extra: dict, curves: list[str]) -> None:
         "preset or uniform type (with or without imatrix) at least as large as every allocation "
         "of the row, at most 5% larger (or 5% above the nearest larger one) and smaller than the "
         "source file (bench/allocation.json anchors). zero-shot = `allocate --method sac` with a "
-        "policy trained without the family (target_measurements 0). predicted = knapsack over "
-        "an error table predicted by a ridge regression on the same features, fitted on the "
-        "training families. oracle = knapsack over the target's measured table. gap_closed = "
+        "policy trained without the family (target_measurements 0). predicted = `allocate --method "
+        "predicted` with that policy: the knapsack over the error table its prior (a ridge "
+        "regression on the same features, fitted on the training families' measured tables) "
+        "predicts; the policy with every action 0. oracle = knapsack over the target's "
+        "measured table. gap_closed = "
         "(preset - zero-shot) / (preset - oracle), empty where the oracle does not beat the "
         "preset.",
         "",
