@@ -63,7 +63,8 @@ def calibrate_option(func):
         "--calibrate/--no-calibrate",
         default=True,
         show_default=True,
-        help="Scale the error table with one real KLD probe per tensor role (cached; ~1-2 min once).",
+        help="Scale the error table with one real KLD probe per tensor role "
+        "(cached; ~1-2 min once).",
     )(func)
 
 

@@ -52,9 +52,11 @@ class PositiveFinite(click.ParamType):
 @click.option(
     "--policy",
     type=click.Path(exists=True, dir_okay=False),
-    help="SAC policy .zip (method sac; default: the shipped policy, a knapsack clone trained on "
-    "SmolLM2-135M). Method sac measures nothing on MODEL: weight and activation statistics only "
-    "(--json notes: target_measurements 0, features_seconds, policy_seconds, repair_changed).",
+    help="Policy .zip for methods sac and predicted (default: the shipped policy, knapsack "
+    "demonstrations on SmolLM2-135M and Gemma-3-270M). Both measure nothing on MODEL: weight "
+    "and activation statistics only (--json: target_measurements 0, features_seconds, ...). "
+    "predicted = the policy's prior alone (knapsack over its predicted errors); zero shot on a "
+    "held-out family it beat sac (bench/transfer.md).",
 )
 @click.option(
     "--imatrix",
@@ -107,7 +109,7 @@ def allocate(
     \b
     Examples:
       ramp-edge allocate smollm2-135m --budget 4.6bpw --out recipe.json
-      ramp-edge allocate smollm2-135m --budget 80MB --method sac --json
+      ramp-edge allocate smollm2-135m --budget 80MB --method predicted --json
       ramp-edge allocate smollm2-135m --budget 4.4bpw --method measured --imatrix smol.imatrix.gguf
       ramp-edge allocate smollm2-135m --max-ms-per-token 12 --device raspberry-pi-5-8gb
       ramp-edge allocate smollm2-135m --budget 4.6bpw --ray-address auto

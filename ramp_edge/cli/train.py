@@ -99,13 +99,16 @@ def train(
     assembled model on WikiText-2 validation, in units of the ~uniform Q4_0 file's,
     plus an asymmetric budget penalty and a cliff past the budget; seconds per
     episode); --reward surrogate uses the summed per-tensor table errors instead
-    (fast, but its optimum is the knapsack's). Training starts from the knapsack's
-    allocations (behaviour cloning, critic warm-up, then SAC); the best policy of
-    the periodic evaluations is saved; with the surrogate that has always been the
-    cloned start (step 0): SAC has not improved on it. The zero-shot quality on a
-    family it never saw is not measured yet (scripts/bench_transfer.py).
-    Apply with `ramp-edge allocate MODEL --method sac --policy policy.zip`
-    (measures nothing on MODEL).
+    (fast, but its optimum is the knapsack's). The policy acts relative to a
+    prior, the knapsack over errors a ridge regression predicts from its features
+    (fitted here on the --model tables, stored in the policy). Training starts
+    from the knapsack's allocations (behaviour cloning, critic warm-up, then SAC);
+    the best policy of the periodic evaluations is saved; with the surrogate that
+    has always been the cloned start (step 0). Zero shot on a held-out family
+    (bench/transfer.md) the policy's mean KLD was 1.8-1.9x its prior's alone, so
+    `--method predicted` (the prior) is the measurement-free method to use.
+    Apply with `ramp-edge allocate MODEL --method sac|predicted --policy
+    policy.zip` (measures nothing on MODEL).
     Needs the rl extra: pip install 'ramp-edge[rl]'.
 
     \b
