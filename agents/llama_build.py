@@ -61,8 +61,8 @@ def cmake_args(flags=None, machine=None):
     if machine in ("x86_64", "amd64", "i686", "i386"):
         for option, needed in X86_OPTIONS:
             on = all(flag in flags for flag in needed)
-            args.append("-D%s=%s" % (option, "ON" if on else "OFF"))
-        args.extend("-D%s=OFF" % option for option in ALWAYS_OFF)
+            args.append("-D{}={}".format(option, "ON" if on else "OFF"))
+        args.extend(f"-D{option}=OFF" for option in ALWAYS_OFF)
     elif machine in ("aarch64", "arm64"):
         # Pick the Armv8 level from what the CPU reports (dotprod: Pi 5 / Jetson Orin; fp16).
         arch = "armv8-a"
@@ -70,14 +70,14 @@ def cmake_args(flags=None, machine=None):
             arch = "armv8.2-a+dotprod" + ("+fp16" if "fphp" in flags else "")
         if "i8mm" in flags:
             arch += "+i8mm"
-        args.append("-DGGML_CPU_ARM_ARCH=%s" % arch)
+        args.append(f"-DGGML_CPU_ARM_ARCH={arch}")
     return args
 
 
 def cache_key(args):
     """A short, stable name for one flag set (folder name of the wheel cache)."""
     digest = hashlib.sha256(" ".join(args).encode()).hexdigest()[:12]
-    return "%s-%s" % (platform.machine().lower() or "cpu", digest)
+    return "{}-{}".format(platform.machine().lower() or "cpu", digest)
 
 
 def main(argv):

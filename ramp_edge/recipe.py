@@ -167,7 +167,8 @@ def validate(recipe: Recipe, source: Any) -> None:
         if not presets.allows_quantization(s.name, s.shape):
             if qt.name != s.source_type and qt.block_size > 1:
                 raise ConfigError(
-                    f"tensor {s.name} is never quantized by llama.cpp; use {s.source_type}, F16 or F32"
+                    f"tensor {s.name} is never quantized by llama.cpp; "
+                    f"use {s.source_type}, F16 or F32"
                 )
             continue
         if not qt.fits(s.row_length) or (not qt.allocatable and qt.name != s.source_type):

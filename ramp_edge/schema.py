@@ -1,4 +1,7 @@
-"""JSON artifact envelopes: `schema`, integer `schema_version`, `provenance`; upgraders for old versions."""
+"""JSON artifact envelopes: `schema`, integer `schema_version`, `provenance`.
+
+Also upgraders for old versions.
+"""
 
 from __future__ import annotations
 

@@ -81,12 +81,24 @@ def run_model(
 
         imatrix = read_imatrix(imatrix_path)
     with tempfile.TemporaryDirectory() as tmp:
-        anchor_specs = [(p, False) for p in PRESETS] + [(f"uniform:{u}", False) for u in UNIFORM]
+        anchor_specs = [
+            *[(p, False) for p in PRESETS],
+            *[(f"uniform:{u}", False) for u in UNIFORM],
+        ]
         if imatrix is not None:
             anchor_specs += [
                 (p, True)
-                for p in ("Q4_0", "Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_NL", "IQ4_XS")
-                + ("uniform:Q4_0", "uniform:IQ4_NL", "uniform:Q5_0")
+                for p in (
+                    "Q4_0",
+                    "Q4_K_M",
+                    "Q3_K_M",
+                    "Q2_K",
+                    "IQ4_NL",
+                    "IQ4_XS",
+                    "uniform:Q4_0",
+                    "uniform:IQ4_NL",
+                    "uniform:Q5_0",
+                )
             ]
         wanted = {"all": anchor_specs, "none": [], "imatrix": [a for a in anchor_specs if a[1]]}
         for spec, with_imat in wanted[anchor_set]:
@@ -286,7 +298,7 @@ def _transfer_section(doc: dict) -> list[str]:
                 f"| {model} | {budget} | {ks_['mean_kld'] if ks_ else float('nan'):.4f} | "
                 f"{cell(a)} | {cell(b)} |"
             )
-    return lines + [""] if any_row else []
+    return [*lines, ""] if any_row else []
 
 
 def _policies_section(out: Path) -> list[str]:
@@ -328,7 +340,7 @@ def _policies_section(out: Path) -> list[str]:
             f"{demo.get('transitions', '-')} | {demo.get('bc_mse', '-')} | {hist[0][1]} | "
             f"{ev.get('best_return', '-')} | {ev.get('best_step', '-')} |"
         )
-    return lines + [""]
+    return [*lines, ""]
 
 
 def write_report(doc: dict, out: Path) -> None:

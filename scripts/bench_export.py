@@ -103,7 +103,8 @@ def main() -> None:
             args.repeats
         ),
         "",
-        "| recipe | size (bytes) | bpw | PPL | mean KLD | same top p | export s | llama.cpp s | ratio |",
+        "| recipe | size (bytes) | bpw | PPL | mean KLD | same top p | export s | llama.cpp s "
+        "| ratio |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

@@ -72,7 +72,8 @@ ROWS = [
     (
         "test_3_trust_new_host",
         "3",
-        "`--trust-new-host` with comments, @cert-authority, @revoked, unknown key types, hashed file",
+        "`--trust-new-host` with comments, @cert-authority, @revoked, unknown key types, "
+        "hashed file",
         "odd lines skipped with a warning; exactly one hashed line appended atomically",
         "0",
         "nothing (file byte-identical + 1 line)",

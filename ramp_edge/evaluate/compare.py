@@ -64,7 +64,8 @@ class RetentionReport:
 
 def pair(ref: list[TaskResult], cand: list[TaskResult]) -> tuple[TaskRetention, ...]:
     return tuple(
-        TaskRetention(r.task, r.n, r.acc, c.acc, r.acc_norm, c.acc_norm) for r, c in zip(ref, cand)
+        TaskRetention(r.task, r.n, r.acc, c.acc, r.acc_norm, c.acc_norm)
+        for r, c in zip(ref, cand, strict=False)
     )
 
 

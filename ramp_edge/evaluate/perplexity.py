@@ -3,9 +3,10 @@
 Reference distributions for KLD are cached on disk as top-k log-probs (float32) + int32 ids +
 the rest mass + the exact NLL per scored token, keyed by the reference file's sha256, the
 data's sha256 and the settings. Cost per 1k scored tokens with k=256:
-256 * (4 + 4) + 8 bytes = 2 MiB on disk (float32 keeps a self-comparison at KLD 0; a full fp16 distribution would be n_vocab * 2 bytes
-per token: 98 MiB per 1k tokens for a 49k vocabulary). In memory, evaluation holds one window
-of logits: n_ctx * n_vocab * 4 bytes (100 MB for SmolLM2 at n_ctx 512).
+256 * (4 + 4) + 8 bytes = 2 MiB on disk (float32 keeps a self-comparison at KLD 0; a full fp16
+distribution would be n_vocab * 2 bytes per token: 98 MiB per 1k tokens for a 49k vocabulary).
+In memory, evaluation holds one window of logits: n_ctx * n_vocab * 4 bytes (100 MB for SmolLM2
+at n_ctx 512).
 """
 
 from __future__ import annotations

@@ -95,7 +95,10 @@ def get(name: str) -> QuantType:
 
 
 def resolve_fallback(qtype: QuantType, row_length: int) -> QuantType:
-    """The type llama.cpp actually writes for `qtype` on rows of `row_length` (tensor_type_fallback)."""
+    """The type llama.cpp actually writes for `qtype` on rows of `row_length`.
+
+    Mirrors llama.cpp's tensor_type_fallback.
+    """
     if qtype.fits(row_length):
         return qtype
     if qtype.fallback is None:

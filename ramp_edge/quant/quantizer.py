@@ -139,7 +139,10 @@ def quantize(
 
 
 def dequantize(data: np.ndarray, qtype: QuantType | str, row_length: int) -> np.ndarray:
-    """Inverse of `quantize` via gguf-py's reference dequantizers; returns float32 (rows, row_length)."""
+    """Inverse of `quantize` via gguf-py's reference dequantizers.
+
+    Returns float32 (rows, row_length).
+    """
     from gguf import GGMLQuantizationType
     from gguf.quants import dequantize as _deq
 
@@ -183,7 +186,10 @@ def _to_float(ggml_id: int):
 def to_float(
     data: np.ndarray, qtype: QuantType | str, row_length: int, threads: int | None = None
 ) -> np.ndarray:
-    """Dequantize stored rows with ggml's own `to_float` (C, multi-threaded); float32 (rows, row_length)."""
+    """Dequantize stored rows with ggml's own `to_float` (C, multi-threaded).
+
+    Returns float32 (rows, row_length).
+    """
     qt = get(qtype) if isinstance(qtype, str) else qtype
     raw = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
     if qt.name == "F32":

@@ -49,7 +49,8 @@ class HiddenTruth:
 
 def test_groups_split_roles_and_depth():
     groups = groups_of(_table(6), bands=3)
-    assert set(groups) == {f"{r}@{b}/3" for r in ("attn_q", "attn_v", "ffn_down") for b in (1, 2, 3)}
+    roles = ("attn_q", "attn_v", "ffn_down")
+    assert set(groups) == {f"{r}@{b}/3" for r in roles for b in (1, 2, 3)}
     assert groups["attn_v@1/3"] == ["blk.0.attn_v.weight", "blk.1.attn_v.weight"]
 
 

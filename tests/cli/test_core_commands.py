@@ -1,4 +1,7 @@
-"""--help, a happy path and bad input (exit code + one line) for models/inspect/export/eval/deploy."""
+"""--help, a happy path and bad input (exit code + one line) for each core command.
+
+Commands: models, inspect, export, eval, deploy.
+"""
 
 import json
 import subprocess
@@ -28,7 +31,8 @@ def test_help(invoke, args):
 
 def test_cli_import_stays_light():
     code = (
-        "import sys, ramp_edge.cli; heavy = {'torch','transformers','gymnasium','stable_baselines3',"
+        "import sys, ramp_edge.cli; "
+        "heavy = {'torch','transformers','gymnasium','stable_baselines3',"
         "'llama_cpp','paramiko','ray'} & set(sys.modules); print(sorted(heavy))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

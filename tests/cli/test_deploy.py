@@ -62,7 +62,8 @@ def test_results_of_an_alias_deploy_are_found_by_alias_or_id(invoke, monkeypatch
     assert isinstance(result.exception, _Stop)
     request = seen[0]
     assert request.device == "jetson-agx-orin-64gb"  # canonical id, not the alias
-    assert (request.host.address, request.host.user, request.host.port) == ("orin.local", "nv", 2222)
+    host = request.host
+    assert (host.address, host.user, host.port) == ("orin.local", "nv", 2222)
     found = invoke(["results", "--device", query, "--json"])
     assert found.exit_code == 0, found.output
     rows = json.loads(found.stdout)

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 
 from ramp_edge.device import profiles as devices
-from ramp_edge.device.profiles import DeviceProfile, MeasuredProfile, TypeSpeed, load_profile, profiles_dir
+from ramp_edge.device.profiles import (
+    DeviceProfile,
+    MeasuredProfile,
+    TypeSpeed,
+    load_profile,
+    profiles_dir,
+)
 from ramp_edge.errors import ConfigError
 
 REQUIRED = {

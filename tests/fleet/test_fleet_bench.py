@@ -16,9 +16,9 @@ import pytest
 from fleetlib import MemoryCap, connect, profile_of, write_inventory
 
 from ramp_edge.agent_client import BenchOptions
-from ramp_edge.pipeline import bench_fleet, deploy_to_host
 from ramp_edge.errors import DependencyError
 from ramp_edge.fleet.inventory import load_inventory
+from ramp_edge.pipeline import bench_fleet, deploy_to_host
 from ramp_edge.store import Store
 
 pytestmark = [pytest.mark.ssh, pytest.mark.llama]

@@ -130,7 +130,9 @@ def test_1_ctrl_c_stops_remote_agents_keeps_finished_hosts_and_exits_130(
         if not agents_in(fleet[0].home, "bench"):
             proc.kill()
             out, err = proc.communicate()
-            raise AssertionError(f"the agent never benchmarked on pi4: {out[-800:]!r} {err[-1500:]!r}")
+            raise AssertionError(
+                f"the agent never benchmarked on pi4: {out[-800:]!r} {err[-1500:]!r}"
+            )
         start = time.monotonic()
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(30)

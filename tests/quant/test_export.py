@@ -55,7 +55,7 @@ def test_illegal_type_names_tensor_and_legal_types(smol_source):
 def test_missing_tensor_in_recipe(smol_source):
     types = dict(build(smol_source, "Q8_0").allocation)
     del types["blk.3.ffn_up.weight"]
-    with pytest.raises(ConfigError, match="no type for tensor blk.3.ffn_up.weight"):
+    with pytest.raises(ConfigError, match=r"no type for tensor blk\.3\.ffn_up\.weight"):
         plan_export(smol_source, Recipe("m", tuple(types.items()), "file"))
 
 
