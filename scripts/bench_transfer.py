@@ -28,7 +28,8 @@ running the real CLI `ramp-edge allocate PATH --method sac --json`) plus that ro
 repair seconds. The learning curve section reads the training records of the policies
 (`--curve POLICY.zip`, written by `ramp-edge train --reward kld`).
 
-    nice -n 10 .venv/bin/python scripts/bench_transfer.py [--steps 3000] [--curve p.zip ...]
+    nice -n 10 .venv/bin/python scripts/bench_transfer.py [--steps 3000] [--cold] [--curve p.zip]
+    .venv/bin/python scripts/bench_transfer.py --md-only --curve bench/policies/kld-curve.zip
 """
 
 from __future__ import annotations
@@ -174,7 +175,20 @@ def main() -> None:
         "--cold-features",
         help="without --cold: cold feature seconds measured elsewhere, e.g. gemma3-270m=810",
     )
+    ap.add_argument(
+        "--md-only",
+        action="store_true",
+        help="rewrite bench/transfer.md from the JSON (and --curve)",
+    )
     args = ap.parse_args()
+    if args.md_only:
+        extra = Path(args.work) / "extra.json"
+        write_md(
+            json.loads((ROOT / "bench" / "transfer.json").read_text()),
+            json.loads(extra.read_text()) if extra.exists() else {},
+            args.curve,
+        )
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from ramp_edge.allocate.api import allocate
     from ramp_edge.allocate.budget import parse_budget
@@ -358,6 +372,14 @@ def write_md(rows: list[dict], extra: dict, curves: list[str]) -> None:
             f"{meta.get('budgets_bpw')}. Evaluation points: deterministic policy, mean return "
             "over the evaluation budgets (return = -KLD/KLD(uniform Q4_0) - budget penalty, "
             "KLD on WikiText-2 validation, 4 x 512 tokens); step 0 = the behaviour-cloned start."
+        )
+        reward = "kld" if meta.get("quality") == "measured KLD" else "surrogate"
+        lines.append(
+            "\nCommand: `ramp-edge train "
+            + " ".join(f"--model {m}" for m in meta.get("models", []))
+            + f" --reward {reward} "
+            + " ".join(f"--budget {b}bpw" for b in meta.get("budgets_bpw", []))
+            + f" --steps {meta.get('steps')} --eval-every 1000 --out {Path(path).name}`."
         )
         lines += ["", "| step | mean return |", "|---|---|"]
         lines += [f"| {s} | {v} |" for s, v in ev.get("history", [])]
