@@ -272,9 +272,10 @@ def _transfer_section(doc: dict) -> list[str]:
     lines = [
         "## Zero-shot transfer",
         "",
-        "`sac` is the shipped policy (trained on SmolLM2-135M only); `sac[gemma3-270m]` was "
-        "trained on Gemma-3-270M only (bench/policies/). On each model one of them is "
-        "zero-shot. Every row is the real exported file; knapsack is the exact optimum of the "
+        "`sac` is the shipped policy (its training models: the policies section below); "
+        "`sac[NAME]` is bench/policies/sac-NAME.zip. Where a policy was not trained on the "
+        "model, its row is zero-shot (bench/transfer.md is the leave-one-family-out table). "
+        "Every row is the real exported file; knapsack is the exact optimum of the "
         "surrogate both policies were trained on.",
         "",
         "| model | budget | knapsack KLD | sac (SmolLM2) KLD | policy size | "
