@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +50,17 @@ class ProbeOptions:
     n_prompt: int = 128
     n_gen: int = 64
     repetitions: int = 3
+    # Each type is benched once per round, the types interleaved, and its speed is the median
+    # of all its samples: a burst of load from other jobs then hits one sample of each type,
+    # not every sample of one type (one noisy run left a type 15% slow on a shared VM).
+    rounds: int = 2
     bandwidth_bytes: int = 128 << 20  # per array; two arrays are allocated
     bandwidth_repeats: int = 5
 
 
 DEFAULT_OPTIONS = ProbeOptions()
 FAST_OPTIONS = ProbeOptions(
-    n_prompt=16, n_gen=8, repetitions=1, bandwidth_bytes=16 << 20, bandwidth_repeats=2
+    n_prompt=16, n_gen=8, repetitions=1, rounds=1, bandwidth_bytes=16 << 20, bandwidth_repeats=2
 )
 
 
@@ -67,12 +72,26 @@ def _now_utc() -> str:
 # Profiling through the device agent: one path for localhost and SSH hosts
 
 
-def _type_speed_from_bench(path: Path, qtype: str, model: str, data: dict) -> TypeSpeed:
+def _type_speed_from_bench(path: Path, qtype: str, model: str, runs: Sequence[dict]) -> TypeSpeed:
+    """One type's speed from the agent's bench runs of its probe file: the median of every
+    run's samples (each run's mean where it reports no samples)."""
+
+    def samples(prefix: str) -> list[float]:
+        out: list[float] = []
+        for data in runs:
+            test = next((v for k, v in data.get("tests", {}).items() if k.startswith(prefix)), {})
+            out += [float(x) for x in test.get("samples_ts") or ()] or (
+                [float(test["avg_ts"])] if "avg_ts" in test else []
+            )
+        return out
+
+    data = runs[0]
     tests = data.get("tests", {})
     pp = next((v for k, v in tests.items() if k.startswith("pp")), None)
     tg = next((v for k, v in tests.items() if k.startswith("tg")), None)
     if tg is None:
         raise RampEdgeError(f"the agent's bench of {path.name} has no tg result")
+    tg_samples, pp_samples = samples("tg"), samples("pp")
     return TypeSpeed(
         qtype=qtype,
         model=model,
@@ -81,9 +100,9 @@ def _type_speed_from_bench(path: Path, qtype: str, model: str, data: dict) -> Ty
         n_threads=int(data["threads"]),
         n_prompt=int(pp["n_tokens"]) if pp else 0,
         n_gen=int(tg["n_tokens"]),
-        pp_tokens_per_s=round(float(pp["avg_ts"]), 3) if pp else 0.0,
-        tg_tokens_per_s=round(float(tg["avg_ts"]), 3),
-        tg_samples_tokens_per_s=tuple(round(float(x), 3) for x in tg.get("samples_ts", ())),
+        pp_tokens_per_s=round(statistics.median(pp_samples), 3) if pp and pp_samples else 0.0,
+        tg_tokens_per_s=round(statistics.median(tg_samples), 3),
+        tg_samples_tokens_per_s=tuple(round(x, 3) for x in tg_samples),
     )
 
 
@@ -169,7 +188,8 @@ def profile_host(
     """
     from ramp_edge.agent_client import ARTIFACT_DIR, Agent, BenchOptions, bootstrap
 
-    steps = 3 + (2 * len(types) if llama else 0)
+    rounds = max(1, options.rounds)
+    steps = 3 + ((1 + rounds) * len(types) if llama else 0)
     progress(0, steps, "agent")
     agent = Agent(conn)
     agent.install()
@@ -199,12 +219,17 @@ def profile_host(
             reps=options.repetitions,
             timeout_s=900.0,
         )
-        for i, (qtype, path) in enumerate(files):
-            remote = f"{ARTIFACT_DIR}/probe/{path.name}"
-            progress(3 + len(types) + i, steps, f"llama.cpp speed {qtype}")
-            conn.put(path, remote)
-            data = agent.bench(remote, opts)
-            speed = _type_speed_from_bench(path, qtype, model_id, data)
+        runs: dict[str, list[dict]] = {qtype: [] for qtype, _ in files}
+        for round_ in range(rounds):
+            for i, (qtype, path) in enumerate(files):
+                remote = f"{ARTIFACT_DIR}/probe/{path.name}"
+                done = 3 + len(types) * (1 + round_) + i
+                progress(done, steps, f"llama.cpp speed {qtype} (round {round_ + 1})")
+                if round_ == 0:
+                    conn.put(path, remote)
+                runs[qtype].append(agent.bench(remote, opts))
+        for qtype, path in files:
+            speed = _type_speed_from_bench(path, qtype, model_id, runs[qtype])
             logger.info(
                 "%s %s: pp %.1f t/s, tg %.1f t/s",
                 conn.name,

@@ -67,3 +67,28 @@ def test_profile_from_probe_applies_the_cgroup_cap():
     assert m.facts["thermal"]["pi_throttled"] == "0x0"
     again = type(m).from_dict(m.to_dict())
     assert again == m
+
+
+def test_type_speed_is_the_median_of_every_rounds_samples(stories_gguf):
+    """A burst of load in one round drags one sample per type, not the type's speed."""
+
+    def run(samples):
+        return {
+            "threads": 1,
+            "tests": {
+                "pp16": {"n_tokens": 16, "avg_ts": 500.0, "samples_ts": [500.0]},
+                "tg8": {
+                    "n_tokens": 8,
+                    "avg_ts": sum(samples) / len(samples),
+                    "samples_ts": samples,
+                },
+            },
+        }
+
+    calm, loaded = run([100.0, 102.0, 98.0]), run([99.0, 101.0, 40.0])
+    speed = profiling._type_speed_from_bench(stories_gguf, "F32", "stories", [calm, loaded])
+    assert speed.tg_tokens_per_s == pytest.approx(99.5)  # the mean would be 90
+    assert len(speed.tg_samples_tokens_per_s) == 6
+    single = profiling._type_speed_from_bench(stories_gguf, "F32", "stories", [loaded])
+    assert single.tg_tokens_per_s == pytest.approx(99.0)
+    assert profiling.DEFAULT_OPTIONS.rounds >= 2
