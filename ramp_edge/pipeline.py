@@ -368,6 +368,9 @@ def _estimated_kld(source: Any, request: DeployRequest, nbytes: int) -> float | 
     return float(value) if value is not None else None
 
 
+CLOSE_ENOUGH = 0.9  # a measured KLD in [0.9 goal, goal] ends the search for a smaller size
+
+
 def _smallest_within_kld(
     source: Any,
     request: DeployRequest,
@@ -412,6 +415,8 @@ def _smallest_within_kld(
         say(f"size {mid:,} B: KLD {kld_value:.4f} (goal <= {goal})")
         if kld_value <= goal:
             best, hi = (mid, built), mid
+            if kld_value >= CLOSE_ENOUGH * goal:
+                break  # within 10% under the goal: a smaller file would cross it
         else:
             lo = mid
     return best

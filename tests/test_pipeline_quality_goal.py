@@ -53,3 +53,11 @@ def test_an_unreachable_goal_returns_nothing(source):
     request = DeployRequest(max_kld=goal, search_steps=3)
     assert _smallest_within_kld(source, request, build, estimate, say=lambda _: None) is None
     assert all(n < size for n in measured)
+
+
+def test_a_try_just_under_the_goal_ends_the_search(source):
+    _, goal, build, measured, estimate = _world(source, 0.6, 1.0)
+    request = DeployRequest(max_kld=goal, search_steps=3)
+    found = _smallest_within_kld(source, request, build, estimate, say=lambda _: None)
+    assert found is not None and goal * 0.9 <= found[1][3]["mean_kld"] <= goal
+    assert len(measured) == 1  # the exact estimate lands at the goal on the first try
