@@ -205,6 +205,17 @@ def pct(pred: float, meas: float) -> float:
     return (pred - meas) / meas * 100.0
 
 
+def predictions(b: dict, meas: float, fit, probe, loo=None) -> dict:
+    """One recipe's predicted tg by each latency model (fit, probe, leave-one-out) and errors."""
+    out = {"pred_fit": round(fit.tokens_per_s(b), 2), "pred_probe": round(probe.tokens_per_s(b), 2)}
+    out["err_fit_pct"] = round(pct(out["pred_fit"], meas), 1)
+    out["err_probe_pct"] = round(pct(out["pred_probe"], meas), 1)
+    if loo is not None:
+        out["pred_loo"] = round(loo.tokens_per_s(b), 2)
+        out["err_loo_pct"] = round(pct(out["pred_loo"], meas), 1)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -309,16 +320,11 @@ def main() -> int:
             "types": {t: round(v / 2**20, 2) for t, v in b.items()},
             "measured_tg": round(meas, 2),
             "measured_samples": [round(x, 2) for x in samples[file_key][1::2]],
-            "pred_fit": round(full.tokens_per_s(b), 2),
-            "pred_probe": round(probe.tokens_per_s(b), 2),
+            "measured_tg_median": round(statistics.median(samples[file_key][1::2]), 2),
+            **predictions(
+                b, meas, full, probe, loo_model(NAMED[name][1]) if name in NAMED else None
+            ),
         }
-        row["err_fit_pct"] = round(pct(row["pred_fit"], meas), 1)
-        row["measured_tg_median"] = round(statistics.median(samples[file_key][1::2]), 2)
-        row["err_probe_pct"] = round(pct(row["pred_probe"], meas), 1)
-        if name in NAMED:
-            loo = loo_model(NAMED[name][1])
-            row["pred_loo"] = round(loo.tokens_per_s(b), 2)
-            row["err_loo_pct"] = round(pct(row["pred_loo"], meas), 1)
         rows.append(row)
 
     calibration = [
@@ -413,17 +419,8 @@ def loopback_target(
     device_dir.mkdir()
     device = fleetlib.make_device(device_dir, "bench-remote", address, key)
     try:
-        home = work / "client-home"
-        (home / ".ssh").mkdir(parents=True)
-        known = home / ".ssh" / "known_hosts"
-        known.write_text(device.known_hosts_line() + "\n")
-        (home / ".ssh" / "config").write_text(
-            f"Host {device.host}\n  IdentityFile {key}\n  UserKnownHostsFile {known}\n"
-        )
-        python = device.home / ".ramp-edge" / "venv" / "bin" / "python"
-        python.parent.mkdir(parents=True, exist_ok=True)
-        python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
-        python.chmod(0o755)
+        home = fleetlib.client_home(work / "client-home", device, key)
+        fleetlib.device_python(device)
         target = f"{device.user}@{device.host}:{device.port}"
         # python=None: the agent client finds the device venv python, as for `profile --host`
         yield target, {"HOME": str(home)}, lambda: fleetlib.connect(device, python=None)
@@ -570,15 +567,8 @@ def main_remote(args: argparse.Namespace) -> int:
             "measured_tg": round(meas, 2),
             "measured_samples": [round(x, 2) for x in samples[key]],
             "measured_tg_max": round(max(samples[key]), 2),
-            "pred_fit": round(lm.tokens_per_s(b), 2),
-            "pred_probe": round(probe.tokens_per_s(b), 2),
+            **predictions(b, meas, lm, probe, loo_model(NAMED[name][1]) if name in NAMED else None),
         }
-        row["err_fit_pct"] = round(pct(row["pred_fit"], meas), 1)
-        row["err_probe_pct"] = round(pct(row["pred_probe"], meas), 1)
-        if name in NAMED:
-            loo = loo_model(NAMED[name][1])
-            row["pred_loo"] = round(loo.tokens_per_s(b), 2)
-            row["err_loo_pct"] = round(pct(row["pred_loo"], meas), 1)
         rows.append(row)
     fitted = dict(lm.measured)
     remote = {

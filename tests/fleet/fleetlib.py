@@ -222,6 +222,25 @@ def _connector_for(devices: list[Device], **options):
 PROFILES = {"pi4": "raspberry-pi-4-4gb", "orin": "jetson-orin-nano-8gb", "laptop": "laptop-x86"}
 
 
+def client_home(home: Path, device: Device, key: str) -> Path:
+    """A HOME whose ~/.ssh/config gives the client key and pins the device's host key."""
+    (home / ".ssh").mkdir(parents=True)
+    known = home / ".ssh" / "known_hosts"
+    known.write_text(device.known_hosts_line() + "\n")
+    (home / ".ssh" / "config").write_text(
+        f"Host {device.host}\n  IdentityFile {key}\n  UserKnownHostsFile {known}\n"
+    )
+    return home
+
+
+def device_python(device: Device) -> None:
+    """The device's `.ramp-edge/venv/bin/python` runs this checkout's venv (no bootstrap)."""
+    python = device.home / ".ramp-edge" / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True, exist_ok=True)
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+
+
 def profile_of(device: Device) -> str:
     return PROFILES.get(device.name, "laptop-x86")
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fleetlib import client_home
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]  # ~10 s a case: sshd + agent push
 
@@ -35,14 +36,7 @@ def test_5_deploy_host_without_llama_cpp_fails_before_any_work(
     from ramp_edge.device import profiling
 
     device = device_factory("bare", "127.0.0.7")
-    home = tmp_path / "client-home"
-    (home / ".ssh").mkdir(parents=True)
-    known = home / ".ssh" / "known_hosts"
-    known.write_text(device.known_hosts_line() + "\n")
-    (home / ".ssh" / "config").write_text(
-        f"Host {device.host}\n  IdentityFile {client_key}\n  UserKnownHostsFile {known}\n"
-    )
-    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("HOME", str(client_home(tmp_path / "client-home", device, client_key)))
 
     def expensive(*args: object, **kwargs: object) -> None:
         raise AssertionError("an expensive step ran before the device's environment check")

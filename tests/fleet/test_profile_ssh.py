@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from fleetlib import client_home, device_python
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow, pytest.mark.llama]
 
 
 def ssh_home(tmp_path: Path, monkeypatch, device, client_key: str) -> None:
-    """A HOME whose ~/.ssh/config gives the client key and pins the device's host key."""
-    home = tmp_path / "client-home"
-    (home / ".ssh").mkdir(parents=True)
-    known = home / ".ssh" / "known_hosts"
-    known.write_text(device.known_hosts_line() + "\n")
-    (home / ".ssh" / "config").write_text(
-        f"Host {device.host}\n  IdentityFile {client_key}\n  UserKnownHostsFile {known}\n"
-    )
-    monkeypatch.setenv("HOME", str(home))
-
-
-def device_python(device) -> None:
-    """The device's `.ramp-edge/venv/bin/python` runs this checkout's venv (no bootstrap)."""
-    python = device.home / ".ramp-edge" / "venv" / "bin" / "python"
-    python.parent.mkdir(parents=True, exist_ok=True)
-    python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
-    python.chmod(0o755)
+    monkeypatch.setenv("HOME", str(client_home(tmp_path / "client-home", device, client_key)))
 
 
 def test_profile_host_over_ssh_then_budget(
