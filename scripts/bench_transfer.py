@@ -29,7 +29,8 @@ repair seconds. The learning curve section reads the training records of the pol
 (`--curve POLICY.zip`, written by `ramp-edge train --reward kld`).
 
     nice -n 10 .venv/bin/python scripts/bench_transfer.py [--steps 3000] [--cold] [--curve p.zip]
-    .venv/bin/python scripts/bench_transfer.py --md-only --curve bench/policies/kld-curve.zip
+    .venv/bin/python scripts/bench_transfer.py --md-only --curve bench/policies/kld-curve.zip \
+        --curve ramp_edge/data/policies/default.zip
 """
 
 from __future__ import annotations
@@ -360,20 +361,25 @@ def write_md(rows: list[dict], extra: dict, curves: list[str]) -> None:
         "Regression fit (R^2 of log error on its training rows): "
         + ", ".join(f"without {k}: {v}" for k, v in extra.get("regression_r2", {}).items()),
     ]
-    lines += ["", "## Learning curve (SAC on the measured reward)", ""]
+    lines += ["", "## Learning curves (SAC fine-tuning after behaviour cloning)", ""]
     if not curves:
         lines.append("(no curve given)")
     for path in curves:
         meta = read_metadata(path)
         ev = meta.get("evaluation", {})
+        reward = "kld" if meta.get("quality") == "measured KLD" else "surrogate"
+        quality = (
+            "KLD/KLD(uniform Q4_0), KLD on WikiText-2 validation, 4 x 512 tokens"
+            if reward == "kld"
+            else "the summed table error / that of uniform Q4_0"
+        )
         lines.append(
             f"`{Path(path).name}`: trained on {', '.join(meta.get('models', []))}, reward "
             f"{meta.get('quality', '?')}, {meta.get('steps')} steps, budgets "
             f"{meta.get('budgets_bpw')}. Evaluation points: deterministic policy, mean return "
-            "over the evaluation budgets (return = -KLD/KLD(uniform Q4_0) - budget penalty, "
-            "KLD on WikiText-2 validation, 4 x 512 tokens); step 0 = the behaviour-cloned start."
+            f"over the evaluation budgets (return = -({quality}) - budget penalty); step 0 = "
+            "the behaviour-cloned start."
         )
-        reward = "kld" if meta.get("quality") == "measured KLD" else "surrogate"
         lines.append(
             "\nCommand: `ramp-edge train "
             + " ".join(f"--model {m}" for m in meta.get("models", []))
