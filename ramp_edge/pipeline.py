@@ -75,6 +75,8 @@ class DeployRequest:
     bootstrap: bool = False
     calibrate: bool = True
     bench_reps: int = 3
+    # None: as the method implies (on for "measured"); True: GPTQ-encoded artifact
+    gptq: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +244,16 @@ def run_deploy(
     say("budget")
     budget_bytes, binding, explanation = choose_budget(request, source, profile)
 
+    gptq = request.gptq if request.gptq is not None else request.method == "measured"
+    calibration = None
+    if gptq or request.method == "measured":
+        from ramp_edge.features.calibration import calibrate_model
+
+        say("calibration statistics" + (" and Hessians (GPTQ)" if gptq else ""))
+        calibration = calibrate_model(resolved, gram=gptq, progress=progress)
+    imatrix = dict(calibration.imatrix) if calibration else None
+    hessians = (calibration.hessians or None) if calibration else None
+
     def build(nbytes: int, out: str | None = None) -> tuple[Path, Any, Any, dict[str, Any]]:
         say(f"allocate ({request.method}) for {nbytes:,} bytes")
         recipe = allocate(
@@ -251,11 +263,16 @@ def run_deploy(
             policy=request.policy,
             progress=progress,
             calibrate_roles=request.calibrate,
+            imatrix=imatrix,
+            imatrix_id=calibration.id if calibration else None,
+            hessians=hessians,
         )
         label = f"{resolved.model_id}-{request.method}-{nbytes // 1000}k"
         target = Path(out) if out else paths.artifacts_dir() / f"{label}.gguf"
         say(f"export {target.name}")
-        result = export_model(source, recipe, target, progress=progress)
+        result = export_model(
+            source, recipe, target, imatrix=imatrix, progress=progress, hessians=hessians
+        )
         recipe.save(target.with_suffix(".recipe.json"))
         say("quality against the reference")
         return target, result, recipe, _quality(target, resolved.path, request.chunks, progress)

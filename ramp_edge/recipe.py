@@ -21,6 +21,8 @@ from ramp_edge.fsutil import atomic_write_json, atomic_write_text
 from ramp_edge.quant import presets
 from ramp_edge.quant.catalogue import CATALOGUE, get, legal_types, resolve_fallback
 
+ENCODINGS = ("rtn", "gptq")
+
 
 @dataclass(frozen=True, slots=True)
 class Recipe:
@@ -31,8 +33,16 @@ class Recipe:
     method: str  # "preset:Q4_K_M", "uniform:Q4_0", "knapsack", "sac", "file"
     budget: str | None = None  # as the user gave it, e.g. "4.6bpw" or "95MB"
     notes: Mapping[str, Any] = field(default_factory=dict)
+    # How blocks pick their levels: "rtn" as llama-quantize does, or "gptq": error-compensated
+    # on the model's calibration Hessians (ramp_edge.quant.compensate). Same types, same bytes;
+    # export re-derives the Hessians from the same calibration text, so the file is reproducible.
+    encoding: str = "rtn"
 
     def __post_init__(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise ConfigError(
+                f"recipe: unknown encoding {self.encoding!r}; known: {', '.join(ENCODINGS)}"
+            )
         for name, qtype in self.allocation:
             if qtype.upper() not in CATALOGUE:
                 raise ConfigError(f"recipe: tensor {name} has unknown type {qtype!r}")
@@ -47,6 +57,7 @@ class Recipe:
             "method": self.method,
             "budget": self.budget,
             "notes": dict(self.notes),
+            "encoding": self.encoding,
             "tensors": {name: qtype for name, qtype in self.allocation},
         }
 
@@ -62,6 +73,7 @@ class Recipe:
                 method=str(doc.get("method", "file")),
                 budget=doc.get("budget"),
                 notes=dict(doc.get("notes") or {}),
+                encoding=str(doc.get("encoding", "rtn")),
             )
         except (KeyError, TypeError, AttributeError) as err:
             raise ArtifactError(f"{source}: malformed recipe ({err})") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -57,6 +58,30 @@ def _largest_fitting(
         raise BudgetError(f"no {method} fits {budget} ({target:,} bytes)")
     r = best[1]
     return Recipe(r.model_id, r.allocation, r.method, str(budget))
+
+
+def check_feasible(source, budget: Budget, types: tuple[str, ...] | None = None) -> None:
+    """BudgetError, before any measurement, when no allocation of `types` fits `budget`."""
+    from ramp_edge.allocate.sensitivity import candidates_for
+    from ramp_edge.quant.presets import allows_quantization
+
+    candidates = check_types(types)
+    target = budget.target_bytes(source.info.n_params)
+    smallest = 0
+    for s in source.specs:
+        if allows_quantization(s.name, s.shape):
+            smallest += min(
+                q.tensor_bytes(s.shape)
+                for q in candidates_for(s.shape[0], s.source_type, candidates)
+            )
+        else:
+            smallest += CATALOGUE[s.source_type].tensor_bytes(s.shape)
+    smallest += plan_export(source, _recipe_from_types(source, {}, "check", budget)).header_bytes
+    if target < smallest:
+        raise BudgetError(
+            f"budget {budget} ({target:,} bytes) is below the smallest legal file "
+            f"({smallest:,} bytes, {smallest * 8 / source.info.n_params:.2f} bpw)"
+        )
 
 
 def fit_to_budget(
@@ -139,6 +164,7 @@ def allocate(
     search: SearchSettings | None = None,
     eval_settings: EvalSettings | None = None,
     ray_address: str | None = None,
+    hessians: Mapping[str, np.ndarray] | None = None,
 ) -> Recipe:
     """Choose every tensor's type for `source` under `budget` with `method`.
 
@@ -147,7 +173,42 @@ def allocate(
         search: evaluation budget of the `measured` method.
         eval_settings: the calibration tokens the `measured` method scores.
         ray_address: measure the error table as Ray tasks (ramp_edge.distributed); same table.
+        hessians: input Hessians (ramp_edge.features.calibration): the recipe is encoded with
+            GPTQ error compensation, and the `measured` method measures candidates so encoded.
     """
+    recipe = _choose(
+        source,
+        budget,
+        method,
+        policy=policy,
+        imatrix=imatrix,
+        imatrix_id=imatrix_id,
+        progress=progress,
+        calibrate_roles=calibrate_roles,
+        types=types,
+        search=search,
+        eval_settings=eval_settings,
+        ray_address=ray_address,
+        hessians=hessians,
+    )
+    return replace(recipe, encoding="gptq") if hessians else recipe
+
+
+def _choose(
+    source,
+    budget: Budget,
+    method: str,
+    policy: str | None,
+    imatrix: Mapping[str, np.ndarray] | None,
+    imatrix_id: str | None,
+    progress: ProgressFn | None,
+    calibrate_roles: bool,
+    types: tuple[str, ...] | None,
+    search: SearchSettings | None,
+    eval_settings: EvalSettings | None,
+    ray_address: str | None,
+    hessians: Mapping[str, np.ndarray] | None,
+) -> Recipe:
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     candidates = check_types(types)
@@ -187,7 +248,16 @@ def allocate(
         choice = ks.allocate_knapsack(table, max(capacity, lo))
     else:  # measured
         return _measured(
-            source, table, budget, capacity, imatrix, imatrix_id, search, eval_settings, progress
+            source,
+            table,
+            budget,
+            capacity,
+            imatrix,
+            imatrix_id,
+            search,
+            eval_settings,
+            progress,
+            hessians,
         )
     return fit_to_budget(source, table, choice, budget, method)
 
@@ -304,6 +374,7 @@ def _measured(
     search: SearchSettings | None,
     eval_settings: EvalSettings | None,
     progress: ProgressFn | None,
+    hessians: Mapping[str, np.ndarray] | None = None,
 ) -> Recipe:
     """The knapsack, then the measured-quality search (ramp_edge.allocate.search)."""
     import time
@@ -317,8 +388,9 @@ def _measured(
     evaluator = AssembledEvaluator(
         source,
         imatrix=imatrix,
-        variant=f"imatrix={imatrix_id}",
+        variant=f"imatrix={imatrix_id}" + (":gptq" if hessians else ""),
         settings=eval_settings or EvalSettings(),
+        hessians=hessians,
     )
     result = measured_search(
         table,

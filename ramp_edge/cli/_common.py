@@ -81,6 +81,18 @@ def method_option(func):
     )(func)
 
 
+def gptq_option(func):
+    """--gptq/--no-gptq, shared by allocate, export and deploy."""
+    return click.option(
+        "--gptq/--no-gptq",
+        default=None,
+        help="Encode blocks with GPTQ error compensation on the model's input Hessians from "
+        "calibration text (WikiText-2 validation): the same types and bytes, lower KLD "
+        "(bench/search.md). Default: on for --method measured and for recipes made with it; "
+        "needs torch.",
+    )(func)
+
+
 def ray_address_option(func):
     """--ray-address, shared by allocate and train: measure the error table as Ray tasks."""
     return click.option(

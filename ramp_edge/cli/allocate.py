@@ -9,6 +9,7 @@ import click
 from ramp_edge.cli._common import (
     calibrate_option,
     emit_json,
+    gptq_option,
     human_bytes,
     json_option,
     method_option,
@@ -82,6 +83,7 @@ class PositiveFinite(click.ParamType):
     type=click.Path(dir_okay=False),
     help="Also write llama-quantize's --tensor-type-file.",
 )
+@gptq_option
 @ray_address_option
 @calibrate_option
 @json_option
@@ -99,6 +101,7 @@ def allocate(
     tensor_type_file: str | None,
     calibrate: bool,
     ray_address: str | None,
+    gptq: bool | None,
     as_json: bool,
 ) -> None:
     """Allocate a quant type to every tensor of MODEL so the GGUF fits BUDGET.
@@ -110,13 +113,14 @@ def allocate(
     Examples:
       ramp-edge allocate smollm2-135m --budget 4.6bpw --out recipe.json
       ramp-edge allocate smollm2-135m --budget 80MB --method predicted --json
-      ramp-edge allocate smollm2-135m --budget 4.4bpw --method measured --imatrix smol.imatrix.gguf
+      ramp-edge allocate smollm2-135m --budget 4.4bpw --method measured --json
+      ramp-edge allocate smollm2-135m --budget 80MB --method measured --no-gptq --imatrix m.gguf
       ramp-edge allocate smollm2-135m --max-ms-per-token 12 --device raspberry-pi-5-8gb
       ramp-edge allocate smollm2-135m --budget 4.6bpw --ray-address auto
       ramp-edge export smollm2-135m --recipe recipe.json --out smol-mix.gguf
     """
     from ramp_edge.allocate.api import allocate as run_allocate
-    from ramp_edge.allocate.api import check_types
+    from ramp_edge.allocate.api import check_feasible, check_types
     from ramp_edge.allocate.budget import parse_budget
     from ramp_edge.allocate.search import SearchSettings
     from ramp_edge.cli.export import load_imatrix
@@ -154,14 +158,29 @@ def allocate(
         b = None
     else:
         assert b is not None
+        check_feasible(source, b, types)  # before any calibration or measurement
+        imat, imatrix_id, hessians = load_imatrix(imatrix), imatrix, None
+        if gptq is None:
+            gptq = method == "measured"
+        if gptq or (method == "measured" and imat is None):
+            # The measured search quantizes what it measures: with the model's own calibration
+            # statistics (cached), unless an imatrix file is given.
+            from ramp_edge.features.calibration import calibrate_model
+
+            with progress("Calibration statistics") as bar:
+                calibration = calibrate_model(source.model, gram=gptq, progress=bar)
+            hessians = calibration.hessians or None
+            if imat is None:
+                imat, imatrix_id = dict(calibration.imatrix), calibration.id
         with progress("Allocating") as bar:
             recipe = run_allocate(
                 source,
                 b,
                 method,
                 policy=policy,
-                imatrix=load_imatrix(imatrix),
-                imatrix_id=imatrix,
+                imatrix=imat,
+                imatrix_id=imatrix_id,
+                hessians=hessians,
                 progress=bar,
                 calibrate_roles=calibrate,
                 types=types,
@@ -184,6 +203,7 @@ def allocate(
         "bpw": round(plan.file_bpw, 4),
         "types": dict(recipe.type_counts()),
         "evaluations": recipe.notes.get("evaluations", 0),
+        "encoding": recipe.encoding,
         # method sac (measurement-free): what it computed and how much the repair changed
         **{
             k: recipe.notes[k]

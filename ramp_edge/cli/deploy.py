@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ramp_edge.cli._common import emit_json, human_bytes, json_option, method_option
+from ramp_edge.cli._common import emit_json, gptq_option, human_bytes, json_option, method_option
 
 
 @click.command()
@@ -77,6 +77,7 @@ from ramp_edge.cli._common import emit_json, human_bytes, json_option, method_op
     show_default=True,
     help="Calibrate the allocator with real KLD probes (cached after the first run).",
 )
+@gptq_option
 @json_option
 def deploy(
     device,
@@ -96,6 +97,7 @@ def deploy(
     trust_new_host,
     bootstrap,
     calibrate,
+    gptq,
     as_json,
 ) -> None:
     """Budget, allocate, export, push, benchmark and evaluate MODEL on DEVICE.
@@ -107,6 +109,7 @@ def deploy(
     \b
     Examples:
       ramp-edge deploy --device localhost
+      ramp-edge deploy --device localhost --gptq --max-kld 0.03
       ramp-edge deploy --device raspberry-pi-5-8gb --host pi@pi5.local --budget auto --min-tps 20
     """
     from ramp_edge.allocate.budget import parse_budget
@@ -142,6 +145,7 @@ def deploy(
         trust_new_host=trust_new_host,
         bootstrap=bootstrap,
         calibrate=calibrate,
+        gptq=gptq,
     )
     with progress("Deploying") as bar:
         outcome = run_deploy(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ramp_edge.cli._common import emit_json, human_bytes, json_option, open_model
+from ramp_edge.cli._common import emit_json, gptq_option, human_bytes, json_option, open_model
 
 
 def load_imatrix(path: str | None):
@@ -52,6 +52,7 @@ def load_imatrix(path: str | None):
     type=click.Path(exists=True, dir_okay=False),
     help="For a Hugging Face directory: take the tokenizer from this GGUF of the same model.",
 )
+@gptq_option
 @json_option
 def export(
     model: str,
@@ -62,6 +63,7 @@ def export(
     dry_run: bool,
     tensor_type_file: str | None,
     tokenizer_from: str | None,
+    gptq: bool | None,
     as_json: bool,
 ) -> None:
     """Quantize MODEL per a recipe and write a standard GGUF that llama.cpp runs.
@@ -74,6 +76,7 @@ def export(
       ramp-edge export smollm2-135m --recipe Q4_K_M --dry-run --json
       ramp-edge export smollm2-135m --recipe uniform:Q4_0 --out smol-q4_0.gguf
       ramp-edge export smollm2-135m --recipe recipe.json --out smol-mix.gguf
+      ramp-edge export smollm2-135m --recipe IQ4_NL --gptq --out smol-iq4nl-gptq.gguf
       ramp-edge export ./my-llama-hf --recipe Q4_K_M --out my-llama-q4km.gguf
     """
     from ramp_edge import recipe as recipes
@@ -103,6 +106,19 @@ def export(
         overrides = dict(folded.tensors)
         if imat is not None:  # the folded weights see rescaled activations
             imat = folded.adjust_imatrix(imat)
+    if gptq is None:
+        gptq = recipe.encoding == "gptq"
+    hessians = None
+    if gptq and not dry_run:
+        if fold:
+            raise ConfigError("--gptq and --fold cannot be combined yet; choose one")
+        from ramp_edge.features.calibration import calibrate_model
+
+        with progress("Calibration statistics") as bar:
+            calibration = calibrate_model(source.model, progress=bar)
+        hessians = calibration.hessians
+        if imat is None:
+            imat = dict(calibration.imatrix)
     if tensor_type_file:
         recipe.save_tensor_type_file(tensor_type_file)
     if dry_run:
@@ -114,7 +130,15 @@ def export(
         return
     assert out is not None
     with progress("Exporting") as bar:
-        result = export_model(source, recipe, out, imatrix=imat, overrides=overrides, progress=bar)
+        result = export_model(
+            source,
+            recipe,
+            out,
+            imatrix=imat,
+            overrides=overrides,
+            progress=bar,
+            hessians=hessians,
+        )
     if as_json:
         emit_json(result.to_dict())
         return

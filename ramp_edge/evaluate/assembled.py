@@ -49,7 +49,8 @@ EVALS_VERSION = 1
 class EvalSettings:
     """Which tokens an evaluation scores: `n_chunks` windows of `n_ctx` tokens of `data`."""
 
-    data: str = "wikitext2-valid"
+    # the second half of the calibration text: disjoint from the statistics' windows
+    data: str = "wikitext2-valid-late"
     n_ctx: int = 512
     n_chunks: int = 2  # 512 scored tokens: ~3 s per evaluation of SmolLM2-135M on 2 cores
     top_k: int = DEFAULT_TOP_K
@@ -137,6 +138,7 @@ class AssembledEvaluator:
         overrides: tensor -> float32 values replacing the source's (Scale Folding).
         settings: the calibration tokens scored.
         cache: quantized-tensor cache to share with another evaluator of the same setting.
+        hessians: input Hessians for error-compensated encoding (name them in `variant`).
     """
 
     def __init__(
@@ -148,12 +150,14 @@ class AssembledEvaluator:
         settings: EvalSettings = EvalSettings(),
         cache: EncodedTensors | None = None,
         use_disk_cache: bool = True,
+        hessians: Mapping[str, np.ndarray] | None = None,
     ):
         if settings.data not in CALIBRATION_DATASETS and not Path(settings.data).is_file():
             logger.warning("evaluating on %s, which is not calibration text", settings.data)
         self.source = source
         self.imatrix = imatrix
         self.overrides = dict(overrides or {})
+        self.hessians = hessians
         self.settings = settings
         self.tensors = cache or EncodedTensors()
         self.model_runs = 0  # evaluations that ran the model (cache misses)
@@ -227,6 +231,7 @@ class AssembledEvaluator:
             imatrix=self.imatrix,
             overrides=self.overrides,
             cache=self.tensors,
+            hessians=self.hessians,
         )
         return result.plan.size_bytes
 

@@ -38,6 +38,9 @@ class ChannelStats:
     sum4: np.ndarray  # (n_in,) float64: sum of x_j^4
     count: int  # tokens seen
     sample: np.ndarray  # (n_sample, n_in) float32: token rows at a fixed stride
+    # (n_in, n_in) float32: sum of x x^T, only when collected for error-compensated
+    # quantization (ramp_edge.quant.compensate); n_in^2 floats per input, so opt-in.
+    gram: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.max_abs.shape
@@ -47,6 +50,8 @@ class ChannelStats:
             raise ArtifactError(f"sample rows have shape {self.sample.shape}, expected (*, {n[0]})")
         if self.count <= 0:
             raise ArtifactError("channel statistics from zero tokens")
+        if self.gram is not None and self.gram.shape != (n[0], n[0]):
+            raise ArtifactError(f"gram matrix has shape {self.gram.shape}, expected {n * 2}")
 
     @property
     def n_in(self) -> int:
@@ -65,6 +70,13 @@ class ChannelStats:
     def m4(self) -> np.ndarray:
         return self.sum4 / self.count
 
+    @property
+    def hessian(self) -> np.ndarray | None:
+        """E[x x^T] (float64), the layer-input Hessian GPTQ compensates with; None if not kept."""
+        if self.gram is None:
+            return None
+        return np.asarray(self.gram, dtype=np.float64) / self.count
+
     def scaled(self, inv_scale: np.ndarray) -> ChannelStats:
         """Statistics of x / s, given 1/s per channel (what folding does to the layer input)."""
         inv = np.asarray(inv_scale, dtype=np.float64)
@@ -75,6 +87,7 @@ class ChannelStats:
             sum4=self.sum4 * inv**4,
             count=self.count,
             sample=(self.sample * inv.astype(np.float32)).astype(np.float32),
+            gram=None if self.gram is None else (self.gram * np.outer(inv, inv)).astype(np.float32),
         )
 
 
@@ -105,6 +118,15 @@ class CalibrationStats:
     def has(self, weight: str) -> bool:
         return weight in self.weight_input
 
+    @property
+    def has_gram(self) -> bool:
+        return bool(self.inputs) and all(c.gram is not None for c in self.inputs.values())
+
+    def hessians(self) -> dict[str, np.ndarray]:
+        """GGUF weight name -> E[x x^T] of its input (shared inputs share one array)."""
+        by_input = {k: c.hessian for k, c in self.inputs.items() if c.gram is not None}
+        return {w: by_input[k] for w, k in self.weight_input.items() if k in by_input}
+
     def for_weight(self, weight: str) -> ChannelStats:
         """The statistics of the input `weight` multiplies; KeyError if not collected."""
         return self.inputs[self.weight_input[weight]]
@@ -123,6 +145,8 @@ class CalibrationStats:
             arrays[f"{i}.sum2"] = c.sum2
             arrays[f"{i}.sum4"] = c.sum4
             arrays[f"{i}.sample"] = c.sample
+            if c.gram is not None:
+                arrays[f"{i}.gram"] = c.gram
         header = {
             "version": self.version,
             "model_id": self.model_id,
@@ -164,6 +188,7 @@ class CalibrationStats:
                         sum4=npz[f"{i}.sum4"],
                         count=int(count),
                         sample=npz[f"{i}.sample"],
+                        gram=npz[f"{i}.gram"] if f"{i}.gram" in npz.files else None,
                     )
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
             raise ArtifactError(f"{path} is not a readable statistics file ({err})") from None

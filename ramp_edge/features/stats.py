@@ -223,15 +223,16 @@ def logits(lm: Any, tokens: np.ndarray) -> np.ndarray:
 
 
 class _Accumulator:
-    __slots__ = ("count", "max_abs", "rows", "sum2", "sum4", "sum_abs")
+    __slots__ = ("count", "gram", "max_abs", "rows", "sum2", "sum4", "sum_abs")
 
-    def __init__(self, n_in: int):
+    def __init__(self, n_in: int, gram: bool = False):
         self.max_abs = torch.zeros(n_in, dtype=torch.float64)
         self.sum_abs = torch.zeros(n_in, dtype=torch.float64)
         self.sum2 = torch.zeros(n_in, dtype=torch.float64)
         self.sum4 = torch.zeros(n_in, dtype=torch.float64)
         self.count = 0
         self.rows: list[np.ndarray] = []
+        self.gram = torch.zeros(n_in, n_in, dtype=torch.float64) if gram else None
 
     def add(self, x: torch.Tensor, positions: torch.Tensor) -> None:
         xd = x.reshape(-1, x.shape[-1]).to(torch.float64)
@@ -241,6 +242,8 @@ class _Accumulator:
         sq = xd * xd
         self.sum2 += sq.sum(dim=0)
         self.sum4 += (sq * sq).sum(dim=0)
+        if self.gram is not None:
+            self.gram += xd.T @ xd
         self.count += xd.shape[0]
         self.rows.append(x.reshape(-1, x.shape[-1])[positions].float().numpy().copy())
 
@@ -252,6 +255,7 @@ class _Accumulator:
             sum4=self.sum4.numpy(),
             count=self.count,
             sample=np.concatenate(self.rows, axis=0).astype(np.float32),
+            gram=None if self.gram is None else self.gram.numpy().astype(np.float32),
         )
 
 
@@ -260,6 +264,7 @@ def collect_from_model(
     tokens: np.ndarray,
     n_sample: int = DEFAULT_N_SAMPLE,
     progress: ProgressFn | None = None,
+    gram: bool = False,
 ) -> tuple[dict[str, ChannelStats], dict[str, str]]:
     """Run `tokens` (n_seq, seq_len) through `lm` one window at a time; record linear inputs.
 
@@ -274,7 +279,7 @@ def collect_from_model(
     n_seq, seq_len = tokens.shape
     names = gguf_names(lm)
     # Rows at a fixed stride, centred in each stretch, so position 0 (BOS) is not over-represented.
-    recorder = _Recorder(_positions(n_seq, seq_len, n_sample))
+    recorder = _Recorder(_positions(n_seq, seq_len, n_sample), gram)
     handles = recorder.install(lm, names)
     try:
         with torch.inference_mode():
@@ -294,8 +299,9 @@ def collect_from_model(
 class _Recorder:
     """Forward pre-hooks on every GGUF-named Linear: statistics of the inputs they read."""
 
-    def __init__(self, positions: torch.Tensor):
+    def __init__(self, positions: torch.Tensor, gram: bool = False):
         self.positions = positions
+        self.gram = gram
         self.acc: dict[str, _Accumulator] = {}
         self.weight_input: dict[str, str] = {}
         self.last: dict[str, Any] = {"x": None, "key": None}
@@ -333,7 +339,7 @@ class _Recorder:
             if weight_input[weight] != weight:
                 raise ArtifactError(f"{weight}: input sharing changed between windows")
             if weight not in acc:
-                acc[weight] = _Accumulator(int(x.shape[-1]))
+                acc[weight] = _Accumulator(int(x.shape[-1]), self.gram)
             acc[weight].add(x.detach(), positions)
 
         return hook
@@ -379,6 +385,7 @@ def collect_streaming(
     tokens: np.ndarray,
     n_sample: int = DEFAULT_N_SAMPLE,
     progress: ProgressFn | None = None,
+    gram: bool = False,
 ) -> tuple[dict[str, ChannelStats], dict[str, str]]:
     """`collect_from_model`'s statistics, computed one decoder block at a time.
 
@@ -417,7 +424,7 @@ def collect_streaming(
                     requires_grad=False,
                 )
 
-    recorder = _Recorder(_positions(n_seq, seq_len, n_sample))
+    recorder = _Recorder(_positions(n_seq, seq_len, n_sample), gram)
     handles = recorder.install(lm, names)
     layers = lm.model.layers
     total = len(layers) + 2
@@ -495,9 +502,11 @@ def _model_digest(model: ResolvedModel) -> str:
     return digest.hexdigest()
 
 
-def stats_key(model: ResolvedModel, tokens: np.ndarray, n_sample: int) -> str:
+def stats_key(model: ResolvedModel, tokens: np.ndarray, n_sample: int, gram: bool = False) -> str:
     digest = hashlib.sha256()
     digest.update(f"ramp-edge-stats-v{STATS_VERSION};n_sample={n_sample};".encode())
+    if gram:
+        digest.update(b"gram;")
     digest.update(_model_digest(model).encode())
     digest.update(str(tokens.shape).encode())
     digest.update(np.ascontiguousarray(tokens, dtype=np.int64).tobytes())
@@ -519,6 +528,7 @@ def collect_stats(
     use_cache: bool = True,
     progress: ProgressFn | None = None,
     stream: bool = True,
+    gram: bool = False,
 ) -> CalibrationStats:
     """Activation statistics of `model` on calibration text, from the cache when possible.
 
@@ -532,6 +542,8 @@ def collect_stats(
         progress: callback(done, total, description).
         stream: run llama-family models block by block (`collect_streaming`; memory of one
             block, not the model); other architectures load whole.
+        gram: also keep each input's full sum of x x^T (n_in^2 floats per input), which
+            error-compensated quantization needs (ramp_edge.quant.compensate).
 
     Returns:
         CalibrationStats keyed by GGUF weight names.
@@ -544,7 +556,7 @@ def collect_stats(
         if tokens.ndim == 1:
             tokens = tokens[None, :]
         label = "tokens:" + hashlib.sha256(tokens.tobytes()).hexdigest()[:12]
-    key = stats_key(model, tokens, n_sample)
+    key = stats_key(model, tokens, n_sample, gram)
     path = cache_path(model, key)
     if use_cache and path.exists():
         try:
@@ -556,10 +568,10 @@ def collect_stats(
             logger.warning("ignoring unreadable statistics cache %s (%s)", path, err)
     logger.info("collecting calibration statistics: %d windows of %d tokens", *tokens.shape)
     if stream and _model_type(model) in STREAMED_TYPES:
-        inputs, weight_input = collect_streaming(model, tokens, n_sample, progress)
+        inputs, weight_input = collect_streaming(model, tokens, n_sample, progress, gram)
     else:
         lm = load_torch_model(model)
-        inputs, weight_input = collect_from_model(lm, tokens, n_sample, progress)
+        inputs, weight_input = collect_from_model(lm, tokens, n_sample, progress, gram)
         del lm
     stats = CalibrationStats(
         model_id=model.model_id,

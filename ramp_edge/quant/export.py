@@ -235,19 +235,33 @@ class EncodedCache(Protocol):
     def get(self, name: str, qtype: str, encode: Callable[[], np.ndarray]) -> np.ndarray: ...
 
 
+def hessian_for(hessians: Mapping[str, np.ndarray] | None, name: str) -> np.ndarray | None:
+    """The input Hessian of `name`; a tied token_embd.weight is the output head's input."""
+    if not hessians:
+        return None
+    if name in hessians:
+        return hessians[name]
+    if name == "token_embd.weight":
+        return hessians.get("output.weight")
+    return None
+
+
 def _tensor_bytes(
     source: Any,
     plan: TensorPlan,
     overrides: Mapping[str, np.ndarray],
     imatrix: Mapping[str, np.ndarray] | None,
     cache: EncodedCache | None = None,
+    hessians: Mapping[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     if plan.action == "copy":
         raw, _ = source.raw(plan.name)
         return np.ascontiguousarray(raw).view(np.uint8).reshape(-1)
     if cache is not None:
         return cache.get(
-            plan.name, plan.qtype, lambda: _tensor_bytes(source, plan, overrides, imatrix)
+            plan.name,
+            plan.qtype,
+            lambda: _tensor_bytes(source, plan, overrides, imatrix, None, hessians),
         )
     values = overrides[plan.name] if plan.name in overrides else source.tensor(plan.name)
     matrix = np.asarray(values, dtype=np.float32).reshape(-1, plan.shape[0])
@@ -262,6 +276,11 @@ def _tensor_bytes(
         from gguf.quants import quantize as np_quantize
 
         return np_quantize(matrix, GGMLQuantizationType.BF16).view(np.uint8).reshape(-1)
+    hessian = hessian_for(hessians, plan.name) if qt.name not in ("F32", "F16") else None
+    if hessian is not None and hessian.shape == (matrix.shape[1], matrix.shape[1]):
+        from ramp_edge.quant.compensate import compensated_quantize
+
+        return compensated_quantize(matrix, qt, hessian).reshape(-1)
     return quantizer.quantize(matrix, qt, imat).reshape(-1)
 
 
@@ -273,6 +292,7 @@ def export_model(
     overrides: Mapping[str, np.ndarray] | None = None,
     progress: ProgressFn | None = None,
     cache: EncodedCache | None = None,
+    hessians: Mapping[str, np.ndarray] | None = None,
 ) -> ExportResult:
     """Write `source` quantized per `recipe` to the GGUF `out`, atomically.
 
@@ -285,7 +305,10 @@ def export_model(
         progress: callback(done_bytes, total_bytes, description).
         cache: reuses quantized tensors across exports (the measured search assembles hundreds
             of files from the same few candidates per tensor); keyed by (tensor, type) only, so
-            one cache serves one (source, imatrix, overrides) setting.
+            one cache serves one (source, imatrix, overrides, hessians) setting.
+        hessians: GGUF tensor name -> E[x x^T] of its input; tensors that have one are quantized
+            with error compensation (ramp_edge.quant.compensate, GPTQ), the rest as llama.cpp
+            does. Same types, same bytes: only which levels the blocks pick changes.
 
     Returns:
         ExportResult; `result.plan.size_bytes` equals the file size.
@@ -305,7 +328,7 @@ def export_model(
         for t in plan.tensors:
             if progress:
                 progress(done, total, f"{t.name} -> {t.qtype}")
-            data = _tensor_bytes(source, t, overrides, imatrix, cache)
+            data = _tensor_bytes(source, t, overrides, imatrix, cache, hessians)
             if data.nbytes != t.nbytes:
                 raise RampEdgeError(f"{t.name}: produced {data.nbytes} bytes, planned {t.nbytes}")
             writer.write_tensor_data(data)

@@ -211,6 +211,10 @@ def to_float(
             n * row_length,
         )
 
+    if n_threads == 1:
+        for first in range(0, rows, chunk):
+            run(first)
+        return out
     with ThreadPoolExecutor(n_threads) as pool:
         list(pool.map(run, range(0, rows, chunk)))
     return out
