@@ -216,24 +216,25 @@ def run_model(model_ref: str, args, doc: dict, path: Path) -> None:
                 continue
             for label in args.methods.split(","):
                 method, _, encoding = label.partition("+")
-                hessians = None
-                if encoding == "gptq":
+                imat, imat_id, hessians = imatrix, str(imatrix_path), None
+                start = time.perf_counter()
+                if encoding == "gptq":  # exactly what `allocate --method measured` does
                     from ramp_edge.features.calibration import calibrate_model
 
-                    hessians = calibrate_model(model).hessians
-                start = time.perf_counter()
+                    cal = calibrate_model(model)
+                    imat, imat_id, hessians = dict(cal.imatrix), cal.id, cal.hessians
                 try:
                     recipe = allocate(
                         source,
                         b,
                         method,
-                        imatrix=imatrix,
-                        imatrix_id=str(imatrix_path),
+                        imatrix=imat,
+                        imatrix_id=imat_id,
                         search=SearchSettings(max_evals=args.max_evals),
                         hessians=hessians,
                     )
                     seconds = time.perf_counter() - start
-                    m = measure(source, recipe, model.path, imatrix, tmp, hessians)
+                    m = measure(source, recipe, model.path, imat, tmp, hessians)
                 except RampEdgeError as err:
                     print(f"skip {method}@{budget}: {err}", flush=True)
                     continue

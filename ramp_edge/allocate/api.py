@@ -127,6 +127,7 @@ def error_table(
     calibrate_roles: bool = True,
     progress: ProgressFn | None = None,
     ray_address: str | None = None,
+    hessians: Mapping[str, np.ndarray] | None = None,
 ) -> SensitivityTable:
     """The measured error table every table-based allocator uses (allocate, latency, train).
 
@@ -145,9 +146,17 @@ def error_table(
         imatrix_id=imatrix_id,
         progress=progress,
         measure_many=measure_many,
+        hessians=hessians,
     )
     if calibrate_roles and getattr(source.model, "kind", "gguf") == "gguf":
-        table = calibrate(source, table, progress=progress, imatrix=imatrix, imatrix_id=imatrix_id)
+        table = calibrate(
+            source,
+            table,
+            progress=progress,
+            imatrix=imatrix,
+            imatrix_id=imatrix_id,
+            hessians=hessians,
+        )
     return table
 
 
@@ -232,7 +241,7 @@ def _choose(
         run = allocate_with_policy if method == "sac" else _predicted
         return run(source, budget, policy, candidates, imatrix is not None)
     table = error_table(
-        source, candidates, imatrix, imatrix_id, calibrate_roles, progress, ray_address
+        source, candidates, imatrix, imatrix_id, calibrate_roles, progress, ray_address, hessians
     )
     target = budget.target_bytes(source.info.n_params)
     # The header (metadata + tensor infos) does not depend on the types chosen: plan it once so

@@ -23,6 +23,7 @@ from ramp_edge import paths
 from ramp_edge.fsutil import atomic_write_json
 from ramp_edge.quant import quantizer
 from ramp_edge.quant.catalogue import CATALOGUE, QuantType, legal_types
+from ramp_edge.quant.export import hessian_for
 from ramp_edge.quant.presets import allows_quantization
 from ramp_edge.source.base import TensorSpec
 
@@ -214,6 +215,48 @@ def measure_tensor(
     return TensorCosts(spec.name, spec.shape, spec.n_params, tuple(options))
 
 
+GPTQ_SAMPLE_ROWS = 128  # GPTQ treats rows independently: a row sample estimates the error
+
+
+def measure_tensor_gptq(
+    spec: TensorSpec,
+    chunks: Iterable[np.ndarray],
+    types: Sequence[str],
+    hessian: np.ndarray,
+    imat: np.ndarray | None = None,
+    sample_rows: int = GPTQ_SAMPLE_ROWS,
+) -> TensorCosts:
+    """`measure_tensor` for GPTQ-encoded candidates (ramp_edge.quant.compensate).
+
+    The error is the layer's relative output error under the full input Hessian,
+    tr(dW H dW^T) / tr(W H W^T): GPTQ trades a larger weight error for a smaller output error,
+    which the diagonal (imatrix) estimate cannot see. Rows are encoded independently, so an
+    evenly spaced sample of `sample_rows` rows estimates the whole tensor's error.
+    """
+    from ramp_edge.quant.compensate import compensated_quantize, output_error
+
+    n_rows = spec.n_params // spec.row_length
+    stride = max(1, n_rows // sample_rows)
+    picked, seen = [], 0
+    for w in chunks:
+        first = (-seen) % stride
+        picked.append(np.array(w[first::stride], dtype=np.float32))
+        seen += len(w)
+    sample = np.concatenate(picked, axis=0)[:sample_rows]
+    cands = candidates_for(spec.row_length, spec.source_type, types)
+    options = []
+    for qt in cands:
+        nbytes = qt.tensor_bytes(spec.shape)
+        if qt.name == spec.source_type:
+            options.append((qt.name, nbytes, 0.0))
+        elif not (qt.needs_imatrix and imat is None):
+            encoded = compensated_quantize(sample, qt, hessian)
+            decoded = quantizer.to_float(encoded, qt, spec.row_length)
+            options.append((qt.name, nbytes, output_error(sample, decoded, hessian)))
+    options.sort(key=lambda o: (-o[1], o[2]))
+    return TensorCosts(spec.name, spec.shape, spec.n_params, tuple(options))
+
+
 def _cache_key(source, types: Sequence[str], imatrix_id: str | None) -> str:
     # keyed by the source's content (hashed once, remembered by fsutil), not its path and
     # mtime: two different files never share a table; the model id is part of the key because
@@ -237,6 +280,7 @@ def measure_sensitivity(
     progress: ProgressFn | None = None,
     use_cache: bool = True,
     measure_many: MeasureMany | None = None,
+    hessians: Mapping[str, np.ndarray] | None = None,
 ) -> SensitivityTable:
     """Quantize every quantizable tensor at every candidate type and measure the error.
 
@@ -248,8 +292,11 @@ def measure_sensitivity(
         measure_many: measures all tensors elsewhere, e.g. one Ray task each
             (`ramp_edge.distributed.ray_measurer`); it calls `measure_tensor` like the local loop,
             so the table is the same. Default: this process, tensor by tensor.
+        hessians: input Hessians: candidates are GPTQ-encoded and errors are output errors
+            under the full Hessian (`measure_tensor_gptq`), measured here.
     """
-    cache = paths.cache_dir("sensitivity") / f"{_cache_key(source, types, imatrix_id)}.json"
+    label = f"{imatrix_id}:gptq" if hessians else imatrix_id
+    cache = paths.cache_dir("sensitivity") / f"{_cache_key(source, types, label)}.json"
     if use_cache and cache.exists():
         try:
             return SensitivityTable.from_dict(json.loads(cache.read_text()))
@@ -261,7 +308,7 @@ def measure_sensitivity(
         for s in source.specs
         if not allows_quantization(s.name, s.shape)
     )
-    if measure_many is not None:
+    if measure_many is not None and not hessians:
         rows = measure_many(source, specs, tuple(types), imatrix, progress)
     else:
         rows = []
@@ -270,7 +317,13 @@ def measure_sensitivity(
             if progress:
                 progress(i, len(specs), f"sensitivity {s.name}")
             imat = imatrix.get(s.name) if imatrix else None
-            rows.append(measure_tensor(s, tensor_chunks(source, s), types, imat))
+            hessian = hessian_for(hessians, s.name)
+            if hessian is not None and hessian.shape == (s.row_length, s.row_length):
+                rows.append(
+                    measure_tensor_gptq(s, tensor_chunks(source, s), types, hessian, imat)
+                )
+            else:
+                rows.append(measure_tensor(s, tensor_chunks(source, s), types, imat))
             if release:
                 release(s.name)
     table = SensitivityTable(source.model.model_id, tuple(rows), fixed)
@@ -281,6 +334,10 @@ def measure_sensitivity(
     return table
 
 
+# Role probes score calibration text (never the evaluation text benchmarks report).
+PROBE_DATA = "wikitext2-valid-late"
+
+
 def calibrate(
     source,
     table: SensitivityTable,
@@ -289,6 +346,7 @@ def calibrate(
     progress: ProgressFn | None = None,
     imatrix: Mapping[str, np.ndarray] | None = None,
     imatrix_id: str | None = None,
+    hessians: Mapping[str, np.ndarray] | None = None,
 ) -> SensitivityTable:
     """Turn relative weight errors into KLD units with one real measurement per tensor role.
 
@@ -309,6 +367,8 @@ def calibrate(
     from ramp_edge.recipe import Recipe
 
     label = "calibration" if imatrix is None else f"calibration+{imatrix_id or 'imatrix'}"
+    if hessians:
+        label += "+gptq"
     key = _cache_key(source, [probe_type, str(n_chunks), table.model_id], label)
     cache = paths.cache_dir("sensitivity") / f"{key}-roles.json"
     if cache.exists():
@@ -338,9 +398,13 @@ def calibrate(
                 allocation = tuple((s.name, probe.get(s.name, s.source_type)) for s in source.specs)
                 path = Path(tmp) / f"{role}.gguf"
                 export_model(
-                    source, Recipe(table.model_id, allocation, "probe"), path, imatrix=imatrix
+                    source,
+                    Recipe(table.model_id, allocation, "probe"),
+                    path,
+                    imatrix=imatrix,
+                    hessians=hessians,
                 )
-                kld = kl_divergence(path, source.path, n_chunks=n_chunks)
+                kld = kl_divergence(path, source.path, data=PROBE_DATA, n_chunks=n_chunks)
                 coefs[role] = max(kld.mean_kld, 1e-9) / err
                 path.unlink()
         atomic_write_json(cache, coefs)

@@ -59,6 +59,12 @@ def _lib() -> ctypes.CDLL:
     return lib
 
 
+@functools.cache
+def _init_once(ggml_id: int) -> None:
+    """ggml_quantize_init costs ~10 ms a call even when done; GPTQ quantizes many small ranges."""
+    _lib().ggml_quantize_init(ggml_id)
+
+
 def _threads() -> int:
     return max(1, min(os.cpu_count() or 1, int(os.environ.get("RAMP_EDGE_THREADS", "0")) or 64))
 
@@ -111,7 +117,7 @@ def quantize(
     elif lib.ggml_quantize_requires_imatrix(qt.ggml_id) or qt.needs_imatrix:
         raise ConfigError(f"type {qt.name} requires an importance matrix (--imatrix)")
     # The IQ grids are initialised lazily and not thread-safe: do it once up front.
-    lib.ggml_quantize_init(qt.ggml_id)
+    _init_once(qt.ggml_id)
     row_bytes = lib.ggml_row_size(qt.ggml_id, row_length)
     out = np.empty((rows, row_bytes), dtype=np.uint8)
     src = data.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
