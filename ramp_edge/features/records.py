@@ -122,10 +122,11 @@ class CalibrationStats:
     def has_gram(self) -> bool:
         return bool(self.inputs) and all(c.gram is not None for c in self.inputs.values())
 
-    def hessians(self) -> dict[str, np.ndarray]:
-        """GGUF weight name -> E[x x^T] of its input (shared inputs share one array)."""
-        by_input = {k: c.hessian for k, c in self.inputs.items() if c.gram is not None}
-        return {w: by_input[k] for w, k in self.weight_input.items() if k in by_input}
+    def hessians(self) -> Mapping[str, np.ndarray]:
+        """GGUF weight name -> E[x x^T] of its input, made on access (float64 copies of every
+        input at once would double the statistics' memory); weights that share an input get
+        the same array while it is among the last few used."""
+        return _Hessians(self)
 
     def for_weight(self, weight: str) -> ChannelStats:
         """The statistics of the input `weight` multiplies; KeyError if not collected."""
@@ -202,3 +203,36 @@ class CalibrationStats:
             inputs=inputs,
             weight_input=dict(header["weight_input"]),
         )
+
+
+class _Hessians(Mapping):
+    """Lazy weight -> Hessian view of CalibrationStats (a Mapping, as export expects)."""
+
+    KEEP = 4  # inputs kept: q/k/v and gate/up are encoded back to back
+
+    def __init__(self, stats: CalibrationStats):
+        self._stats = stats
+        self._names = [
+            w for w, k in stats.weight_input.items() if stats.inputs[k].gram is not None
+        ]
+        self._recent: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, weight: str) -> np.ndarray:
+        if weight not in self._stats.weight_input:
+            raise KeyError(weight)
+        key = self._stats.weight_input[weight]
+        hit = self._recent.pop(key, None)
+        if hit is None:
+            hit = self._stats.inputs[key].hessian
+            if hit is None:
+                raise KeyError(weight)
+        self._recent[key] = hit  # most recent last
+        while len(self._recent) > self.KEEP:
+            self._recent.pop(next(iter(self._recent)))
+        return hit
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
