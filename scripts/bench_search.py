@@ -148,6 +148,12 @@ def main() -> None:
         help="Allocation methods; a +gptq suffix encodes with GPTQ error compensation.",
     )
     ap.add_argument("--max-evals", type=int, default=80)
+    ap.add_argument(
+        "--gptq-uniform",
+        default="",
+        help="Also measure these uniform types GPTQ-encoded (e.g. IQ4_NL,Q4_0): what the "
+        "encoding alone gains over llama.cpp's, beside the anchors (not anchors themselves).",
+    )
     ap.add_argument("--out", default="bench")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument(
@@ -186,6 +192,8 @@ def main() -> None:
     if not args.report_only:
         for model_ref in args.model or ["smollm2-135m"]:
             run_model(model_ref, args, doc, path)
+            if args.gptq_uniform:
+                run_gptq_uniform(model_ref, args.gptq_uniform.split(","), doc, path)
     refresh_anchors(doc)
     save(doc, path)
     write_report(doc, out)
@@ -258,6 +266,8 @@ def run_model(model_ref: str, args, doc: dict, path: Path) -> None:
                     "best_anchor_kld": anchor["kld"] if anchor else None,
                     "kld_vs_anchor": round(m["kld"] / anchor["kld"] - 1, 4) if anchor else None,
                     "evaluations": recipe.notes.get("evaluations", 0),
+                    # evaluations that ran the model (the rest came from the on-disk cache)
+                    "model_runs": recipe.notes.get("model_runs"),
                     "calibration_kld": recipe.notes.get("best_kld"),
                     "calibration_start_kld": recipe.notes.get("start_kld"),
                     "tensors_at_source_type": kept,
@@ -271,6 +281,23 @@ def run_model(model_ref: str, args, doc: dict, path: Path) -> None:
                     != (row["model"], row["budget_bpw"], row["method"])
                 ] + [row]
                 save(doc, path)
+
+
+def run_gptq_uniform(model_ref: str, types: list[str], doc: dict, path: Path) -> None:
+    from ramp_edge.features.calibration import calibrate_model
+
+    model = resolve(model_ref)
+    source = open_source(model)
+    cal = calibrate_model(model)
+    rows = doc.setdefault("gptq_uniform", {}).setdefault(model_ref, [])
+    with tempfile.TemporaryDirectory() as tmp:
+        for qtype in types:
+            recipe = build(source, f"uniform:{qtype}", has_imatrix=True)
+            m = measure(source, recipe, model.path, dict(cal.imatrix), tmp, cal.hessians)
+            row = {"model": model_ref, "method": f"uniform:{qtype} +gptq", **m}
+            print(json.dumps(row), flush=True)
+            rows[:] = [r for r in rows if r["method"] != row["method"]] + [row]
+            save(doc, path)
 
 
 def write_report(doc: dict, out: Path) -> None:
@@ -307,7 +334,7 @@ def write_report(doc: dict, out: Path) -> None:
             f"Source file: {doc.get('source_bytes', {}).get(model, 0):,} bytes.",
             "",
             "| budget | method | bytes | KLD (test) | PPL | best anchor ≥ size | its bytes "
-            "| its KLD | KLD vs anchor | KLD (calib.) start → end | evals | kept | seconds |",
+            "| its KLD | KLD vs anchor | KLD (calib.) start → end | evals (run) | kept | seconds |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
@@ -322,7 +349,9 @@ def write_report(doc: dict, out: Path) -> None:
                 f"{r['ppl']:.3f} | {r['best_anchor'] or '-'} | "
                 f"{(r['best_anchor_bytes'] or 0):,} | "
                 f"{'' if r['best_anchor_kld'] is None else format(r['best_anchor_kld'], '.4f')} | "
-                f"{vs} | {calib} | {r['evaluations']} | {r['tensors_at_source_type']} | "
+                f"{vs} | {calib} | {r['evaluations']}"
+                f"{'' if r.get('model_runs') is None else ' (' + str(r['model_runs']) + ')'} | "
+                f"{r['tensors_at_source_type']} | "
                 f"{r['seconds']} |"
             )
         lines += [
@@ -335,6 +364,20 @@ def write_report(doc: dict, out: Path) -> None:
         for a in sorted(doc["anchors"].get(model, []), key=lambda a: a["bytes"]):
             lines.append(f"| {a['method']} | {a['bytes']:,} | {a['kld']:.4f} | {a['ppl']:.3f} |")
         lines.append("")
+        encoded = doc.get("gptq_uniform", {}).get(model, [])
+        if encoded:
+            lines += [
+                "The GPTQ encoding alone (ramp-edge's, not an anchor): uniform types, the same "
+                "bytes as the anchor of that name, levels chosen with error compensation.",
+                "",
+                "| uniform type | bytes | KLD (test) | PPL |",
+                "|---|---|---|---|",
+            ]
+            for a in sorted(encoded, key=lambda a: a["bytes"]):
+                lines.append(
+                    f"| {a['method']} | {a['bytes']:,} | {a['kld']:.4f} | {a['ppl']:.3f} |"
+                )
+            lines.append("")
     (out / "search.md").write_text("\n".join(lines) + "\n")
 
 
