@@ -320,7 +320,13 @@ def write_report(doc: dict, out: Path) -> None:
         "(ramp_edge/quant/compensate.py: each block range is quantized by ggml, and its error "
         "is folded into the columns not yet quantized, weighted by the input Hessian from "
         "16x512 WikiText-2 *validation* tokens); the anchors are llama.cpp's own quantizer, "
-        "as llama-quantize writes them. The files are standard GGUFs either way.",
+        "as llama-quantize writes them. The files are standard GGUFs either way. The `+gptq` "
+        "rows use `allocate --method measured`'s own calibration (imatrix and Hessians from "
+        "48x512 validation tokens); the others the 16x512 imatrix. `evals (run)`: evaluations, "
+        "and in brackets those that ran the model rather than the on-disk cache. `seconds`: the "
+        "allocation, with the per-model error table and statistics already cached.",
+        "",
+        *[f"- {note}" for note in doc.get("notes", [])],
         "",
     ]
     for model in sorted({r["model"] for r in doc.get("rows", [])}):
