@@ -319,9 +319,7 @@ def measure_sensitivity(
             imat = imatrix.get(s.name) if imatrix else None
             hessian = hessian_for(hessians, s.name)
             if hessian is not None and hessian.shape == (s.row_length, s.row_length):
-                rows.append(
-                    measure_tensor_gptq(s, tensor_chunks(source, s), types, hessian, imat)
-                )
+                rows.append(measure_tensor_gptq(s, tensor_chunks(source, s), types, hessian, imat))
             else:
                 rows.append(measure_tensor(s, tensor_chunks(source, s), types, imat))
             if release:

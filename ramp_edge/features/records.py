@@ -212,9 +212,7 @@ class _Hessians(Mapping):
 
     def __init__(self, stats: CalibrationStats):
         self._stats = stats
-        self._names = [
-            w for w, k in stats.weight_input.items() if stats.inputs[k].gram is not None
-        ]
+        self._names = [w for w, k in stats.weight_input.items() if stats.inputs[k].gram is not None]
         self._recent: dict[str, np.ndarray] = {}
 
     def __getitem__(self, weight: str) -> np.ndarray:
