@@ -101,3 +101,14 @@ def test_bad_identities_fail_before_any_work(invoke, args, code, message):
     result = invoke(["deploy", *args])
     assert result.exit_code == code
     assert message in result.output
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"), [([], None), (["--gptq"], True), (["--no-gptq"], False)]
+)
+def test_gptq_flag_reaches_the_pipeline(invoke, monkeypatch, flags, expected):
+    seen: list = []
+    monkeypatch.setattr(pipeline, "run_deploy", _fake_run_deploy(seen))
+    result = invoke(["deploy", "--device", "localhost", *flags])
+    assert isinstance(result.exception, _Stop), result.output
+    assert seen[0].gptq is expected
