@@ -11,7 +11,7 @@ import numpy as np
 from ramp_edge import recipe as recipes
 from ramp_edge.allocate import METHODS
 from ramp_edge.allocate import knapsack as ks
-from ramp_edge.allocate.budget import Budget
+from ramp_edge.allocate.budget import Budget, below_smallest_file
 from ramp_edge.allocate.search import SearchSettings, measured_search
 from ramp_edge.allocate.sensitivity import (
     DEFAULT_CANDIDATES,
@@ -78,10 +78,7 @@ def check_feasible(source, budget: Budget, types: tuple[str, ...] | None = None)
             smallest += CATALOGUE[s.source_type].tensor_bytes(s.shape)
     smallest += plan_export(source, _recipe_from_types(source, {}, "check", budget)).header_bytes
     if target < smallest:
-        raise BudgetError(
-            f"budget {budget} ({target:,} bytes) is below the smallest legal file "
-            f"({smallest:,} bytes, {smallest * 8 / source.info.n_params:.2f} bpw)"
-        )
+        raise below_smallest_file(budget, target, smallest, source.info.n_params)
 
 
 def fit_to_budget(
@@ -96,10 +93,7 @@ def fit_to_budget(
     lo, hi = ks.min_max_bytes(table)
     if capacity < lo:
         smallest = lo + header + table.fixed_bytes
-        raise BudgetError(
-            f"budget {budget} ({target:,} bytes) is below the smallest legal file "
-            f"({smallest:,} bytes, {smallest * 8 / source.info.n_params:.2f} bpw)"
-        )
+        raise below_smallest_file(budget, target, smallest, source.info.n_params)
     if ks.choice_bytes(table, choice) > capacity:
         choice = ks.shrink(table, choice, capacity)
     choice = ks.fill(table, choice, capacity)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ramp_edge.errors import ConfigError
+from ramp_edge.errors import BudgetError, ConfigError
 
 _UNITS = {
     "b": 1,
@@ -48,3 +48,11 @@ def parse_budget(text: str) -> Budget:
     if unit == "bpw":
         return Budget("bpw", value, text)
     return Budget("bytes", value * _UNITS[unit], text)
+
+
+def below_smallest_file(budget: Budget, target: int, smallest: int, n_params: int) -> BudgetError:
+    """The one error every allocator raises when no legal file fits the budget."""
+    return BudgetError(
+        f"budget {budget} ({target:,} bytes) is below the smallest legal file "
+        f"({smallest:,} bytes, {smallest * 8 / n_params:.2f} bpw)"
+    )

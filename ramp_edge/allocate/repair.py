@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from ramp_edge.allocate.budget import below_smallest_file
 from ramp_edge.allocate.sensitivity import (
     DEFAULT_CANDIDATES,
     SensitivityTable,
@@ -166,10 +167,7 @@ def allocate_with_policy(
     lo = sum(_pad(t.options[-1][1]) for t in table.tensors)
     if capacity < lo:
         smallest = lo + header + _pad(table.fixed_bytes)
-        raise BudgetError(
-            f"budget {budget} ({target:,} bytes) is below the smallest legal file "
-            f"({smallest:,} bytes, {smallest * 8 / source.info.n_params:.2f} bpw)"
-        )
+        raise below_smallest_file(budget, target, smallest, source.info.n_params)
     picked = policy_choices(source, table, capacity, policy_path)
     repair_start = time.perf_counter()
     choice = repair_to_budget(table, picked.target_bpw, picked.score, capacity)

@@ -61,7 +61,8 @@ def _lib() -> ctypes.CDLL:
 
 @functools.cache
 def _init_once(ggml_id: int) -> None:
-    """ggml_quantize_init costs ~10 ms a call even when done; GPTQ quantizes many small ranges."""
+    """ggml_quantize_init once per type and process: it enters a global critical section on
+    every call, and GPTQ quantizes thousands of small ranges."""
     _lib().ggml_quantize_init(ggml_id)
 
 
