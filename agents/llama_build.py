@@ -85,8 +85,16 @@ def main(argv):
     if "--key" in argv:
         print(cache_key(args))
     elif "--json" in argv:
-        print(json.dumps({"cmake_args": args, "key": cache_key(args),
-                          "machine": platform.machine(), "cpu_flags": sorted(cpu_flags())}))
+        print(
+            json.dumps(
+                {
+                    "cmake_args": args,
+                    "key": cache_key(args),
+                    "machine": platform.machine(),
+                    "cpu_flags": sorted(cpu_flags()),
+                }
+            )
+        )
     else:
         print(" ".join(args))
     return 0

@@ -253,6 +253,7 @@ def run_deploy(
         calibration = calibrate_model(resolved, gram=gptq, progress=progress)
     imatrix = dict(calibration.imatrix) if calibration else None
     hessians = (calibration.hessians or None) if calibration else None
+    sensitivity = (calibration.sensitivity or None) if calibration else None
 
     def build(nbytes: int, out: str | None = None) -> tuple[Path, Any, Any, dict[str, Any]]:
         say(f"allocate ({request.method}) for {nbytes:,} bytes")
@@ -266,6 +267,7 @@ def run_deploy(
             imatrix=imatrix,
             imatrix_id=calibration.id if calibration else None,
             hessians=hessians,
+            sensitivity=sensitivity,
         )
         label = f"{resolved.model_id}-{request.method}-{nbytes // 1000}k"
         target = Path(out) if out else paths.artifacts_dir() / f"{label}.gguf"

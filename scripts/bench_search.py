@@ -224,13 +224,14 @@ def run_model(model_ref: str, args, doc: dict, path: Path) -> None:
                 continue
             for label in args.methods.split(","):
                 method, _, encoding = label.partition("+")
-                imat, imat_id, hessians = imatrix, str(imatrix_path), None
+                imat, imat_id, hessians, sensitivity = imatrix, str(imatrix_path), None, None
                 start = time.perf_counter()
                 if encoding == "gptq":  # exactly what `allocate --method measured` does
                     from ramp_edge.features.calibration import calibrate_model
 
                     cal = calibrate_model(model)
                     imat, imat_id, hessians = dict(cal.imatrix), cal.id, cal.hessians
+                    sensitivity = cal.sensitivity or None
                 try:
                     recipe = allocate(
                         source,
@@ -240,6 +241,7 @@ def run_model(model_ref: str, args, doc: dict, path: Path) -> None:
                         imatrix_id=imat_id,
                         search=SearchSettings(max_evals=args.max_evals),
                         hessians=hessians,
+                        sensitivity=sensitivity,
                     )
                     seconds = time.perf_counter() - start
                     m = measure(source, recipe, model.path, imat, tmp, hessians)
@@ -288,7 +290,7 @@ def run_gptq_uniform(model_ref: str, types: list[str], doc: dict, path: Path) ->
 
     model = resolve(model_ref)
     source = open_source(model)
-    cal = calibrate_model(model)
+    cal = calibrate_model(model, fisher=False)
     rows = doc.setdefault("gptq_uniform", {}).setdefault(model_ref, [])
     with tempfile.TemporaryDirectory() as tmp:
         for qtype in types:

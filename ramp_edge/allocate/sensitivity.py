@@ -332,6 +332,32 @@ def measure_sensitivity(
     return table
 
 
+def scale_by_sensitivity(
+    table: SensitivityTable,
+    sensitivity: Mapping[str, float],
+    fallback: SensitivityTable | None = None,
+) -> SensitivityTable:
+    """Relative output errors -> KLD units, each tensor by its own output Fisher sensitivity.
+
+    `sensitivity` (ramp_edge.features.fisher) is the KLD per unit of relative output error of
+    each weight, where it sits in the model. Tensors it does not cover take their rows from
+    `fallback` (the role-probe table) or, without one, the median sensitivity.
+    """
+    known = [v for v in sensitivity.values() if v > 0]
+    median = float(np.median(known)) if known else 1.0
+    backup = fallback.by_name() if fallback is not None else {}
+    scaled = []
+    for t in table.tensors:
+        if t.name not in sensitivity and t.name in backup:
+            scaled.append(backup[t.name])
+            continue
+        c = max(float(sensitivity.get(t.name, median)), 0.0)
+        scaled.append(
+            TensorCosts(t.name, t.shape, t.n_params, tuple((q, b, e * c) for q, b, e in t.options))
+        )
+    return SensitivityTable(table.model_id, tuple(scaled), table.fixed_bytes)
+
+
 # Role probes score calibration text (never the evaluation text benchmarks report).
 PROBE_DATA = "wikitext2-valid-late"
 

@@ -159,7 +159,7 @@ def allocate(
     else:
         assert b is not None
         check_feasible(source, b, types)  # before any calibration or measurement
-        imat, imatrix_id, hessians = load_imatrix(imatrix), imatrix, None
+        imat, imatrix_id, hessians, sensitivity = load_imatrix(imatrix), imatrix, None, None
         if gptq is None:
             gptq = method == "measured"
         if gptq or (method == "measured" and imat is None):
@@ -170,6 +170,7 @@ def allocate(
             with progress("Calibration statistics") as bar:
                 calibration = calibrate_model(source.model, gram=gptq, progress=bar)
             hessians = calibration.hessians or None
+            sensitivity = calibration.sensitivity or None
             if imat is None:
                 imat, imatrix_id = dict(calibration.imatrix), calibration.id
         with progress("Allocating") as bar:
@@ -181,6 +182,7 @@ def allocate(
                 imatrix=imat,
                 imatrix_id=imatrix_id,
                 hessians=hessians,
+                sensitivity=sensitivity,
                 progress=bar,
                 calibrate_roles=calibrate,
                 types=types,

@@ -115,7 +115,7 @@ def export(
         from ramp_edge.features.calibration import calibrate_model
 
         with progress("Calibration statistics") as bar:
-            calibration = calibrate_model(source.model, progress=bar)
+            calibration = calibrate_model(source.model, progress=bar, fisher=False)
         hessians = calibration.hessians
         if imat is None:
             imat = dict(calibration.imatrix)

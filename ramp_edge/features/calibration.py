@@ -1,6 +1,7 @@
-"""What quantization learns from calibration text: the importance matrix and input Hessians.
+"""What quantization learns from calibration text: the importance matrix, the input Hessians
+and each weight's output Fisher sensitivity.
 
-One place resolves both from one calibration set, so the measured search, `allocate --gptq`
+One place resolves them from one calibration set, so the measured search, `allocate --gptq`
 and `export` of a gptq recipe quantize with the same numbers (the statistics are cached per
 model file and tokens, so the second call reads them back).
 """
@@ -8,7 +9,7 @@ model file and tokens, so the second call reads them back).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -25,6 +26,8 @@ class Calibration:
     key: str  # the statistics' cache key (model bytes + tokens)
     imatrix: Mapping[str, np.ndarray]  # weight -> E[x_j^2] (llama.cpp's imatrix)
     hessians: Mapping[str, np.ndarray]  # weight -> E[x x^T] of its input ({} without gram)
+    # weight -> KLD per unit of relative output error (features/fisher.py; {} when not measured)
+    sensitivity: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -39,11 +42,16 @@ GPTQ_N_SEQ = 48
 
 
 def calibrate_model(
-    model, data: str | None = None, gram: bool = True, progress: ProgressFn | None = None
+    model,
+    data: str | None = None,
+    gram: bool = True,
+    progress: ProgressFn | None = None,
+    fisher: bool = True,
 ) -> Calibration:
     """Collect (or read from the cache) the statistics of `model` on `data` (default: the
     shipped WikiText-2 validation split). `gram` keeps the full input Hessians GPTQ needs
-    (from GPTQ_N_SEQ windows; without it the imatrix's usual 16)."""
+    (from GPTQ_N_SEQ windows; without it the imatrix's usual 16). `fisher` also measures each
+    weight's output Fisher sensitivity, which the error table of every allocator uses."""
     require("torch", "torch")
     from ramp_edge.features.imatrix import importance
     from ramp_edge.features.stats import DEFAULT_DATA, DEFAULT_N_SEQ, collect_stats
@@ -51,4 +59,11 @@ def calibrate_model(
     label = data or DEFAULT_DATA
     n_seq = GPTQ_N_SEQ if gram else DEFAULT_N_SEQ
     stats = collect_stats(model, data=label, n_seq=n_seq, gram=gram, progress=progress)
-    return Calibration(label, stats.key, importance(stats), stats.hessians() if gram else {})
+    sensitivity = {}
+    if fisher:
+        from ramp_edge.features.fisher import output_sensitivity
+
+        sensitivity = output_sensitivity(model, label, progress=progress)
+    return Calibration(
+        label, stats.key, importance(stats), stats.hessians() if gram else {}, sensitivity
+    )

@@ -168,3 +168,36 @@ def test_preset_method_skips_presets_unusable_without_imatrix(smollm2):
             allocate(source, parse_budget(budget), "preset")
     recipe = allocate(source, parse_budget("5.5bpw"), "preset")
     assert recipe.method.split(":")[1] not in IMATRIX_ADVISED
+
+
+def test_sensitivity_scales_each_tensor_and_fills_gaps_from_the_fallback():
+    from ramp_edge.allocate.sensitivity import scale_by_sensitivity
+
+    table = _toy_table()
+    scaled = scale_by_sensitivity(table, {"a": 10.0, "b": 0.1})
+    assert [o[2] for o in scaled.by_name()["a"].options] == pytest.approx([0.01, 0.5])
+    assert [o[2] for o in scaled.by_name()["b"].options] == pytest.approx([0.0001, 0.05])
+    # per byte, "a" is now the sensitive one: the knapsack upgrades it instead of "b"
+    assert ks.choice_types(scaled, ks.allocate_knapsack(scaled, 352 + 192)) == {
+        "a": "Q8_0",
+        "b": "Q4_0",
+    }
+    fallback = SensitivityTable("toy", (table.tensors[1],), 0)
+    partial = scale_by_sensitivity(table, {"a": 2.0}, fallback)
+    assert partial.by_name()["b"] == table.tensors[1]  # not covered: the fallback's row
+    assert scale_by_sensitivity(table, {"a": 2.0}).by_name()["b"].options[1][2] == 1.0  # median
+
+
+@pytest.mark.llama
+def test_allocate_follows_the_sensitivity(smollm2):
+    """A tensor the sensitivity marks as costly gets the largest type; the rest pay for it."""
+    source = open_source(ResolvedModel("smollm2-135m", "gguf", smollm2))
+    budget = parse_budget("4.6bpw")
+    names = [s.name for s in source.specs if s.name.endswith("ffn_down.weight")]
+    flat = {n: 1.0 for n in (s.name for s in source.specs)}
+    costly = {**flat, names[5]: 1e6}
+    base = allocate(source, budget, "knapsack", calibrate_roles=False, sensitivity=flat)
+    moved = allocate(source, budget, "knapsack", calibrate_roles=False, sensitivity=costly)
+    assert moved.types[names[5]] != base.types[names[5]]
+    assert moved.types[names[5]] in ("Q8_0", "Q4_1")  # the largest, or the source's own bytes
+    assert plan_export(source, moved).size_bytes <= budget.target_bytes(source.info.n_params)

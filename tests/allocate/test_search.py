@@ -88,8 +88,9 @@ def test_search_keeps_the_start_when_the_surrogate_is_right():
 
     class Exact:
         def evaluate(self, types):
-            return _Eval(sum(dict((q, e) for q, _, e in t.options)[types[t.name]]
-                             for t in table.tensors))
+            return _Eval(
+                sum(dict((q, e) for q, _, e in t.options)[types[t.name]] for t in table.tensors)
+            )
 
     start = ks.allocate_knapsack(table, capacity)
     result = measured_search(table, capacity, Exact(), settings=SearchSettings(max_evals=80))

@@ -68,6 +68,7 @@ def test_evaluations_are_cached_on_disk_and_tensors_reused(source):
     hit = again.evaluate(a)
     assert hit.cached and again.model_runs == 0
     assert hit.mean_kld == pytest.approx(first.mean_kld)
-    other = AssembledEvaluator(source, settings=EvalSettings(data="wikitext2-valid", n_ctx=64,
-                                                             n_chunks=1))
+    other = AssembledEvaluator(
+        source, settings=EvalSettings(data="wikitext2-valid", n_ctx=64, n_chunks=1)
+    )
     assert other.cached(a) is None  # another setting never reads these results
