@@ -145,7 +145,8 @@ def main() -> None:
     ap.add_argument(
         "--methods",
         default="knapsack,measured,knapsack+gptq,measured+gptq",
-        help="Allocation methods; a +gptq suffix encodes with GPTQ error compensation.",
+        help="Allocation methods; a +gptq suffix encodes with GPTQ error compensation "
+        "(+gptq-probes: and scales the error table by role probes instead of the Fisher).",
     )
     ap.add_argument("--max-evals", type=int, default=80)
     ap.add_argument(
@@ -226,12 +227,13 @@ def run_model(model_ref: str, args, doc: dict, path: Path) -> None:
                 method, _, encoding = label.partition("+")
                 imat, imat_id, hessians, sensitivity = imatrix, str(imatrix_path), None, None
                 start = time.perf_counter()
-                if encoding == "gptq":  # exactly what `allocate --method measured` does
+                if encoding.startswith("gptq"):  # exactly what `allocate --method measured` does
                     from ramp_edge.features.calibration import calibrate_model
 
                     cal = calibrate_model(model)
                     imat, imat_id, hessians = dict(cal.imatrix), cal.id, cal.hessians
-                    sensitivity = cal.sensitivity or None
+                    # "gptq-probes": the error table scaled by role probes, not the Fisher
+                    sensitivity = None if encoding == "gptq-probes" else cal.sensitivity or None
                 try:
                     recipe = allocate(
                         source,
@@ -260,7 +262,10 @@ def run_model(model_ref: str, args, doc: dict, path: Path) -> None:
                     "model": model_ref,
                     "budget_bpw": b.value if b.kind == "bpw" else None,
                     "bytes": m["bytes"],
-                    "method": method + " +imatrix" + (" +gptq" if hessians else ""),
+                    "method": method
+                    + " +imatrix"
+                    + (" +gptq" if hessians else "")
+                    + (" (role probes)" if encoding == "gptq-probes" else ""),
                     "kld": m["kld"],
                     "ppl": m["ppl"],
                     "best_anchor": anchor["method"] if anchor else None,
@@ -321,10 +326,13 @@ def write_report(doc: dict, out: Path) -> None:
         "`+gptq` rows encode the same types with GPTQ error compensation "
         "(ramp_edge/quant/compensate.py: each block range is quantized by ggml, and its error "
         "is folded into the columns not yet quantized, weighted by the input Hessian from "
-        "16x512 WikiText-2 *validation* tokens); the anchors are llama.cpp's own quantizer, "
+        "48x512 WikiText-2 *validation* tokens); the anchors are llama.cpp's own quantizer, "
         "as llama-quantize writes them. The files are standard GGUFs either way. The `+gptq` "
         "rows use `allocate --method measured`'s own calibration (imatrix and Hessians from "
-        "48x512 validation tokens); the others the 16x512 imatrix. `evals (run)`: evaluations, "
+        "48x512 validation tokens, and each tensor's output Fisher sensitivity from 8x512, "
+        "which scales the error table tensor by tensor: ramp_edge/features/fisher.py); "
+        "`+gptq (role probes)` rows scale it by one KLD probe per tensor role instead, as "
+        "before the Fisher; the others use the 16x512 imatrix. `evals (run)`: evaluations, "
         "and in brackets those that ran the model rather than the on-disk cache. `seconds`: the "
         "allocation, with the per-model error table and statistics already cached.",
         "",

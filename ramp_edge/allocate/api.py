@@ -147,9 +147,9 @@ def error_table(
     )
     probes = calibrate_roles and getattr(source.model, "kind", "gguf") == "gguf"
     if sensitivity:
-        # Role probes give one scale per role; on SmolLM2-135M at 4.4 bpw (+gptq) the knapsack
-        # on them measured KLD 0.169 on WikiText-2 test, on the Fisher scales 0.112, and on the
-        # Fisher scales rescaled to the role probes 0.329. So the probes only fill the gaps.
+        # Role probes give one scale per role and cannot see depth (bench/fisher.md); rescaling
+        # the Fisher scales to them undid the gain (SmolLM2-135M, 4.4 bpw +gptq: WikiText-2 test
+        # KLD 0.33 vs 0.11), so they only fill tensors the Fisher pass does not cover.
         missing = any(t.name not in sensitivity for t in table.tensors)
         fallback = None
         if missing and probes:

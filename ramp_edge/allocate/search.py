@@ -1,8 +1,8 @@
 """Measured-quality search: start from the knapsack, then lower the model's *true* KLD.
 
-The knapsack is exact on an additive surrogate (a sum of per-tensor output errors, scaled per
-role by one KLD probe each). Below ~5 bpw errors of different tensors interact and the probe's
-scale is measured at the wrong operating point, so the surrogate's optimum is not the model's.
+The knapsack is exact on an additive surrogate (a sum of per-tensor output errors, scaled to
+KLD by each tensor's output Fisher or, without it, by one probe per role). Below ~5 bpw errors
+of different tensors interact, so the surrogate's optimum is not the model's.
 This search keeps the knapsack's per-tensor choices as the start and moves bytes between
 groups of tensors by what the real model measures (ramp_edge.evaluate.assembled), at the
 allocation being improved:
