@@ -218,6 +218,9 @@ def allocate(
         hessians=hessians,
         sensitivity=sensitivity,
     )
+    if method in ("knapsack", "greedy", "measured"):  # the table-based ones: say how it was scaled
+        scale = "fisher" if sensitivity else "role-probes" if calibrate_roles else "relative"
+        recipe = replace(recipe, notes={**recipe.notes, "error_scale": scale})
     return replace(recipe, encoding="gptq") if hessians else recipe
 
 

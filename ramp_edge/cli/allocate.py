@@ -206,6 +206,8 @@ def allocate(
         "types": dict(recipe.type_counts()),
         "evaluations": recipe.notes.get("evaluations", 0),
         "encoding": recipe.encoding,
+        # how the error table became KLD units: fisher | role-probes | relative (table methods)
+        "error_scale": recipe.notes.get("error_scale"),
         # method sac (measurement-free): what it computed and how much the repair changed
         **{
             k: recipe.notes[k]

@@ -30,6 +30,7 @@ def test_measured_recipe_is_gptq_encoded_and_export_follows_it(invoke, stories_g
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["encoding"] == "gptq" and doc["evaluations"] <= 2
+    assert doc["error_scale"] == "fisher"  # the calibration measured each tensor's sensitivity
     assert json.loads(recipe.read_text())["encoding"] == "gptq"
 
     outs = {}
