@@ -52,10 +52,16 @@ class SearchSettings:
     max_evals: int = 120  # model evaluations, cached ones included
     bands: int = 3  # depth bands per role
     exchanges: int = 4  # exchange candidates evaluated per round
+    # A move is kept only if it lowers the calibration KLD by more than this fraction: on
+    # SmolLM2-135M at 4.6 bpw the search's accepted moves summed to 0.45% on its 1024 scored
+    # tokens and the test KLD rose by 1.8%; gains that small are sampling noise.
+    min_gain: float = 0.01
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_evals <= 10_000:
             raise ValueError("max_evals must be in 1..10000")
+        if not 0 <= self.min_gain < 1:
+            raise ValueError("min_gain must be in [0, 1)")
         if self.bands < 1:
             raise ValueError("bands must be >= 1")
 
@@ -181,6 +187,9 @@ def measured_search(
         steps.append(Step(len(steps), kind, group, kld, ks.choice_bytes(table, choice), False))
         return kld
 
+    def better(kld: float) -> bool:
+        return kld < best * (1 - settings.min_gain)
+
     def accept() -> None:
         s = steps[-1]
         steps[-1] = Step(s.index, s.kind, s.group, s.mean_kld, s.tensor_bytes, True)
@@ -196,7 +205,7 @@ def measured_search(
         if alt == current or ks.choice_bytes(table, alt) > capacity:
             continue
         kld = measure(alt, "start", label)
-        if kld is not None and kld < best:
+        if kld is not None and better(kld):
             accept()
             best, current = kld, dict(alt)
     probes: dict[tuple[str, int], _Probe] = {}
@@ -218,7 +227,7 @@ def measured_search(
             return False
         d_bytes = ks.choice_bytes(table, trial) - ks.choice_bytes(table, current)
         probes[(name, direction)] = _Probe(name, direction, moves, d_bytes, kld - best)
-        if kld < best and ks.choice_bytes(table, trial) <= capacity:
+        if better(kld) and ks.choice_bytes(table, trial) <= capacity:
             # A move that fits and measured better (a cheaper type that happens to suit, or an
             # upgrade the slack pays for): take it, and re-measure this group from there.
             accept()
@@ -259,7 +268,7 @@ def measured_search(
         kld = measure(cand, "exchange", label)
         if kld is None:
             break
-        if kld < best:
+        if better(kld):
             accept()
             best, current = kld, cand
             tried.clear()  # a new point: earlier rejections may now pay

@@ -99,3 +99,24 @@ def test_search_keeps_the_start_when_the_surrogate_is_right():
         Exact().evaluate(ks.choice_types(table, start)).mean_kld, rel=0.05
     )
     assert np.isfinite(result.best_kld)
+
+
+def test_gains_below_the_noise_margin_are_not_taken():
+    """Every other allocation measures 0.5% better than the start: noise, not a gain."""
+    table = _table(3)
+    capacity = int(ks.min_max_bytes(table)[1] * 0.6)
+    start = ks.allocate_knapsack(table, capacity)
+    start_types = ks.choice_types(table, start)
+
+    class Noisy:
+        def evaluate(self, types):
+            return _Eval(1.0 if dict(types) == start_types else 0.995)
+
+    result = measured_search(table, capacity, Noisy(), settings=SearchSettings(max_evals=40))
+    assert result.choice == start and result.best_kld == 1.0
+    taken = measured_search(
+        table, capacity, Noisy(), settings=SearchSettings(max_evals=40, min_gain=0.0)
+    )
+    assert taken.choice != start and taken.best_kld == 0.995
+    with pytest.raises(ValueError):
+        SearchSettings(min_gain=1.0)
