@@ -146,24 +146,13 @@ def error_table(
         hessians=hessians,
     )
     probes = calibrate_roles and getattr(source.model, "kind", "gguf") == "gguf"
-    if sensitivity:
-        # Role probes give one scale per role and cannot see depth (bench/fisher.md); rescaling
-        # the Fisher scales to them undid the gain (SmolLM2-135M, 4.4 bpw +gptq: WikiText-2 test
-        # KLD 0.33 vs 0.11), so they only fill tensors the Fisher pass does not cover.
-        missing = any(t.name not in sensitivity for t in table.tensors)
-        fallback = None
-        if missing and probes:
-            fallback = calibrate(
-                source,
-                table,
-                progress=progress,
-                imatrix=imatrix,
-                imatrix_id=imatrix_id,
-                hessians=hessians,
-            )
-        return scale_by_sensitivity(table, sensitivity, fallback)
-    if probes:
-        table = calibrate(
+    # Role probes give one scale per role and cannot see depth (bench/fisher.md); rescaling
+    # the Fisher scales to them undid the gain (SmolLM2-135M, 4.4 bpw +gptq: WikiText-2 test
+    # KLD 0.33 vs 0.11), so with a sensitivity they only fill tensors it does not cover.
+    if sensitivity and all(t.name in sensitivity for t in table.tensors):
+        probes = False
+    probed = (
+        calibrate(
             source,
             table,
             progress=progress,
@@ -171,7 +160,12 @@ def error_table(
             imatrix_id=imatrix_id,
             hessians=hessians,
         )
-    return table
+        if probes
+        else None
+    )
+    if sensitivity:
+        return scale_by_sensitivity(table, sensitivity, probed)
+    return probed if probed is not None else table
 
 
 def allocate(

@@ -11,8 +11,8 @@ tensor's KLD is its relative output error r = E||e||^2 / E||o||^2 times
 
 one number per weight, measured by one forward and one backward pass per calibration window.
 The error table multiplies each tensor's relative errors by it (allocate/sensitivity.py), so
-the knapsack sees *where* a layer sits: on SmolLM2-135M the ffn_down of the layer that writes
-the model's massive activations costs ~300x the median ffn_down per unit of relative error,
+the knapsack sees *where* a layer sits: on SmolLM2-135M the ffn_down of layer 11 costs 357x
+the median ffn_down per unit of relative error (bench/fisher.md),
 which a relative error (or one scale per role) cannot know.
 
 Needs the whole model in float32 for the backward pass (torch); `output_sensitivity` returns
